@@ -1,0 +1,1 @@
+"""Model definitions: parameters, defaults, limits, validation and schemas."""

@@ -1,0 +1,1 @@
+"""Engines turn one claimed request into media."""

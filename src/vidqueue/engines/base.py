@@ -1,0 +1,75 @@
+"""The engine interface: one claimed request in, media files out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from vidqueue.media.types import VideoInfo
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed request, as an engine sees it."""
+
+    request_id: str
+    org_id: str
+    model: str
+    payload: dict[str, Any]  # validated, defaults filled in
+    attempt: int = 1
+    input_image: bytes | None = None  # the checked image (JPEG or PNG bytes) when the payload has one
+
+
+@dataclass(frozen=True)
+class GeneratedMedia:
+    """What an engine made: files in the job's work folder, and facts about the video."""
+
+    videos: list[Path]
+    info: VideoInfo  # of the first video
+    thumbnail: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class JobContext(Protocol):
+    """What a running job may ask of the worker that runs it."""
+
+    @property
+    def workdir(self) -> Path:
+        """A private, empty folder for this attempt's files."""
+        ...
+
+    @property
+    def resume_state(self) -> dict[str, Any] | None:
+        """The last checkpoint of an earlier attempt, if any."""
+        ...
+
+    def progress(self, fraction: float) -> None:
+        """Report progress from 0.0 to 1.0; cheap to call often (writes are throttled)."""
+        ...
+
+    def cancelled(self) -> bool:
+        """Whether the request was cancelled; engines check between steps and raise JobCancelled."""
+        ...
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """Persist state (an upstream task id, say) before waiting on it."""
+        ...
+
+
+class Engine(Protocol):
+    """Turns one claimed request into media."""
+
+    kind: str
+
+    def models(self) -> set[str]:
+        """Model ids this engine instance serves."""
+        ...
+
+    def setup(self) -> None:
+        """Load weights or open clients; once per process."""
+        ...
+
+    def generate(self, job: Job, ctx: JobContext) -> GeneratedMedia:
+        """Generate the media for ``job``; raise JobFailed or JobCancelled to end it otherwise."""
+        ...

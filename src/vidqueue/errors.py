@@ -1,0 +1,148 @@
+"""One exception tree for vidqueue.
+
+    VidqueueError                 root; the docstring of each class is its default message
+    ├── InvalidInput              a body or payload breaks a rule (carries field details)
+    │   └── InvalidImage          an input image could not be fetched or failed a check
+    ├── Unsupported               the body is not JSON
+    ├── TooLarge                  the body is over the size cap
+    ├── Unauthenticated           no key, or a key that is unknown or revoked
+    ├── Forbidden                 the organisation header does not match the key
+    ├── NotFound                  unknown model or request (or another organisation's)
+    ├── Conflict                  an illegal state transition or a reused key
+    ├── Unavailable               the queue is full or no engine serves the model
+    ├── StoreUnavailable          the store cannot be reached
+    ├── LeaseLost                 a fenced worker write matched no row
+    ├── ConfigError               the configuration is invalid
+    └── JobFailed                 an engine gave up on a request (carries the outcome code)
+        └── JobCancelled          an engine stopped because the request was cancelled
+
+HTTP status codes are mapped from this tree in one table, in ``vidqueue.api.errors``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One broken rule, named by the field's dotted path (``payload.cfg_scale``)."""
+
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        """The wire shape of one detail."""
+        return {"field": self.field, "message": self.message}
+
+
+class VidqueueError(Exception):
+    """Something went wrong."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or (self.__doc__ or "").strip()
+        super().__init__(self.message)
+
+
+class InvalidInput(VidqueueError):
+    """The request is invalid."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str | None = None, details: list[FieldError] | None = None) -> None:
+        self.details = list(details or [])
+        if message is None and self.details:
+            first = self.details[0]
+            message = f"{first.field} {first.message}"
+            if len(self.details) > 1:
+                message += f" (and {len(self.details) - 1} more)"
+        super().__init__(message)
+
+
+class InvalidImage(InvalidInput):
+    """The input image is not usable."""
+
+    code = "invalid_image"
+
+
+class Unsupported(VidqueueError):
+    """The request body must be JSON (Content-Type: application/json)."""
+
+    code = "unsupported_media_type"
+
+
+class TooLarge(VidqueueError):
+    """The request body is too large."""
+
+    code = "payload_too_large"
+
+
+class Unauthenticated(VidqueueError):
+    """A valid API key is required: send 'Authorization: Bearer <key>'."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(VidqueueError):
+    """The X-Organization-ID header does not match the API key's organisation."""
+
+    code = "forbidden"
+
+
+class NotFound(VidqueueError):
+    """Not found."""
+
+    code = "not_found"
+
+
+class Conflict(VidqueueError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+
+
+class Unavailable(VidqueueError):
+    """The service cannot take this request now; retry later."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str | None = None, retry_after: int = 5) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class StoreUnavailable(Unavailable):
+    """The request store cannot be reached; retry later."""
+
+    code = "store_unavailable"
+
+
+class LeaseLost(VidqueueError):
+    """The worker's lease on the request was lost; its result is dropped."""
+
+    code = "lease_lost"
+
+
+class ConfigError(VidqueueError):
+    """The configuration is invalid."""
+
+    code = "config_error"
+
+
+class JobFailed(VidqueueError):
+    """The engine could not generate the video."""
+
+    code = "engine_error"
+
+    def __init__(self, message: str | None = None, code: str | None = None) -> None:
+        if code is not None:
+            self.code = code
+        super().__init__(message)
+
+
+class JobCancelled(JobFailed):
+    """The request was cancelled."""
+
+    code = "cancelled"

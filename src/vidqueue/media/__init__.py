@@ -1,0 +1,1 @@
+"""Input images, video encoding and media storage."""
