@@ -1,0 +1,5 @@
+"""`python -m vidqueue` runs the command line."""
+
+from vidqueue.cli import main
+
+main()

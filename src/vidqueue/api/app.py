@@ -1,0 +1,36 @@
+"""The app factory: everything the API needs is passed in."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from vidqueue import __version__
+from vidqueue.api import media_routes, ops, routes
+from vidqueue.api.errors import install_error_handlers
+from vidqueue.api.state import AppState
+from vidqueue.catalog import Catalog
+from vidqueue.config import Settings
+from vidqueue.media.storage import Storage
+from vidqueue.store import Store
+
+DESCRIPTION = """\
+A GMI Cloud-compatible video-generation request queue. Submit a prompt, get a request id, watch it go
+`queued → processing → success`, download the MP4. Send `Authorization: Bearer <key>` on every call.
+"""
+
+
+def create_app(settings: Settings, store: Store, storage: Storage, catalog: Catalog | None = None) -> FastAPI:
+    """Build the ASGI app over a store, media storage and model catalog."""
+    app = FastAPI(title="vidqueue", version=__version__, description=DESCRIPTION)
+    registry, histogram = ops.new_registry(store)
+    app.state.vq = AppState(
+        settings=settings, store=store, storage=storage, catalog=catalog or Catalog(), registry=registry
+    )
+    install_error_handlers(app)
+    for i, prefix in enumerate(routes.BASE_PATHS):
+        # Both base paths serve the same routes; the second is GMI's SDK path and is documented once.
+        app.include_router(routes.router, prefix=prefix, tags=["request queue"], include_in_schema=i == 0)
+    app.include_router(media_routes.router)
+    app.include_router(ops.router)
+    app.add_middleware(ops.HttpMetrics, histogram=histogram)
+    return app

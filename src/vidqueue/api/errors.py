@@ -1,0 +1,115 @@
+"""HTTP answers for vidqueue's exceptions: one table, one body shape, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vidqueue.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+    Unsupported,
+    VidqueueError,
+)
+
+log = logging.getLogger("vidqueue.api")
+
+# Most specific first: the first class in an exception's MRO that is here decides its status.
+STATUS: dict[type[VidqueueError], int] = {
+    InvalidInput: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    Unsupported: 415,
+    Unavailable: 503,
+}
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def error_body(message: str, code: str, details: list[FieldError] | None = None) -> dict[str, Any]:
+    """The body of every non-2xx answer."""
+    return {"error": message, "code": code, "details": [d.as_dict() for d in details or []]}
+
+
+def status_for(exc: VidqueueError) -> int:
+    """The HTTP status of an exception, from the table."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def _vidqueue_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, VidqueueError)
+    status = status_for(exc)
+    headers: dict[str, str] = {}
+    if isinstance(exc, Unavailable):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    if status == 500:
+        log.error("unmapped error %s: %s", type(exc).__name__, exc.message)
+        return JSONResponse(error_body("Internal server error; it was logged.", "internal_error"), status_code=500)
+    details = exc.details if isinstance(exc, InvalidInput) else []
+    return JSONResponse(error_body(exc.message, exc.code, details), status_code=status, headers=headers)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details: list[FieldError] = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            details.append(FieldError("body", "is not valid JSON"))
+            continue
+        message = str(err.get("msg", "is invalid"))
+        if err.get("type") == "extra_forbidden":
+            message = "is not a known field"
+        elif err.get("type") == "missing":
+            message = "is required"
+        details.append(FieldError(_field_path(tuple(err.get("loc", ()))), message))
+    first = details[0] if details else FieldError("body", "is invalid")
+    message = f"{first.field} {first.message}"
+    return JSONResponse(error_body(message, "invalid_request", details), status_code=400)
+
+
+def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+    if exc.status_code == 404 and message == "Not Found":
+        message = "There is no such path; see /docs for the API."
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return JSONResponse(error_body(message, code), status_code=exc.status_code, headers=exc.headers)
+
+
+def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error", exc_info=exc)
+    return JSONResponse(error_body("Internal server error; it was logged.", "internal_error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers: vidqueue errors, validation errors, HTTP errors, and anything else."""
+    app.add_exception_handler(VidqueueError, _vidqueue_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

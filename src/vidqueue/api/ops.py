@@ -1,0 +1,121 @@
+"""Operations endpoints: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vidqueue.api.state import AppState, get_state
+from vidqueue.errors import StoreUnavailable
+from vidqueue.store import Status, Store
+
+router = APIRouter(tags=["operations"])
+State = Annotated[AppState, Depends(get_state)]
+
+
+class QueueCollector(Collector):
+    """Queue metrics read from the store at scrape time, so they cover every worker process and machine."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the queue's metrics."""
+        stats = self._store.stats()
+        requests = GaugeMetricFamily("vidqueue_requests", "Requests by model and status.", labels=["model", "status"])
+        depth = GaugeMetricFamily("vidqueue_queue_depth", "Queued requests by model.", labels=["model"])
+        queued: dict[str, int] = {}
+        for (model, status), n in sorted(stats.by_model_status.items()):
+            requests.add_metric([model, status], n)
+            if status == Status.QUEUED.value:
+                queued[model] = n
+        for model, n in sorted(queued.items()):
+            depth.add_metric([model], n)
+        failures = CounterMetricFamily(
+            "vidqueue_request_failures", "Failed requests by model and error code.", labels=["model", "code"]
+        )
+        for (model, code), n in sorted(stats.failures_by_code.items()):
+            failures.add_metric([model, code], n)
+        durations = SummaryMetricFamily(
+            "vidqueue_processing_seconds", "Processing time of successful requests.", labels=["model"]
+        )
+        for model, total in sorted(stats.duration_sum.items()):
+            durations.add_metric([model], count_value=stats.duration_count[model], sum_value=total)
+        workers = GaugeMetricFamily("vidqueue_workers", "Workers seen in the last 30 s.")
+        workers.add_metric([], len(self._store.live_workers(30.0)))
+        yield from (requests, depth, failures, durations, workers)
+
+
+class HttpMetrics:
+    """ASGI middleware timing every HTTP request by method, route and status."""
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        self.app = app
+        self.histogram = histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def _send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.histogram.labels(scope["method"], path, str(status)).observe(time.perf_counter() - start)
+
+
+def new_registry(store: Store) -> tuple[CollectorRegistry, Histogram]:
+    """A registry per app (no global state) with the queue collector and the HTTP histogram."""
+    registry = CollectorRegistry()
+    registry.register(QueueCollector(store))
+    histogram = Histogram(
+        "vidqueue_http_request_duration_seconds",
+        "HTTP request duration.",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    return registry, histogram
+
+
+@router.get("/healthz", summary="The process is alive")
+def healthz() -> dict[str, str]:
+    """Always ok while the process serves."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The store is reachable and migrated", response_model=None)
+def readyz(state: State) -> Any:
+    """200 when the store answers with the current schema, else 503."""
+    try:
+        state.store.ping()
+    except StoreUnavailable as exc:
+        return JSONResponse(
+            {"status": "unavailable", "error": exc.message, "code": exc.code, "details": []},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    return {"status": "ready"}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(state: State) -> Response:
+    """Queue depth by model and status, durations, failures, HTTP timings."""
+    return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)

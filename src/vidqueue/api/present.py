@@ -1,0 +1,53 @@
+"""Turning store records into wire objects: whole-second times, fresh signed media URLs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vidqueue.media.storage import Storage
+from vidqueue.store import RequestRecord
+
+
+def _secs(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def present_outcome(outcome: dict[str, Any] | None, storage: Storage, ttl_s: int) -> dict[str, Any] | None:
+    """The public outcome: stored media keys become absolute, signed, expiring URLs."""
+    if outcome is None:
+        return None
+    if "error" in outcome:
+        return {"error": outcome["error"]}
+    media = [{"id": m["id"], "url": storage.url(m["key"], ttl_s)} for m in outcome.get("media", [])]
+    out: dict[str, Any] = {"media_urls": media}
+    if media:
+        out["video_url"] = media[0]["url"]
+    if outcome.get("thumbnail_key"):
+        out["thumbnail_image_url"] = storage.url(outcome["thumbnail_key"], ttl_s)
+    for key in ("video", "engine"):
+        if key in outcome:
+            out[key] = outcome[key]
+    return out
+
+
+def present_request(record: RequestRecord, storage: Storage, ttl_s: int) -> dict[str, Any]:
+    """The request object every request endpoint answers."""
+    return {
+        "request_id": record.request_id,
+        "org_id": record.org_id,
+        "model": record.model,
+        "status": record.status.value,
+        "is_public": False,
+        "payload": record.payload,
+        "outcome": present_outcome(record.outcome, storage, ttl_s),
+        "created_at": int(record.created_at),
+        "updated_at": int(record.updated_at),
+        "queued_at": int(record.queued_at),
+        "processing_at": _secs(record.processing_at),
+        "finished_at": _secs(record.finished_at),
+        "progress": record.progress,
+        "queue_position": record.queue_position,
+        "qworker_id": record.qworker_id,
+        "attempts": record.attempts,
+        "error": record.error,
+    }

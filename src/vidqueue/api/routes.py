@@ -1,0 +1,171 @@
+"""The request-queue API, served identically under both base paths."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from vidqueue.api.auth import Caller
+from vidqueue.api.present import present_request
+from vidqueue.api.schemas import ErrorOut, ModelDetails, ModelList, RequestList, RequestOut, StatusName, SubmitBody
+from vidqueue.api.state import AppState, get_state
+from vidqueue.errors import NotFound, TooLarge, Unsupported
+from vidqueue.media.images import load_image
+from vidqueue.store import NewRequest, Status
+
+BASE_PATHS = ("/api/v1/ie/requestqueue/apikey", "/api/v1/ie/requestqueue")
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a 10 MB image as base64, and the rest of the body
+LIVE_WORKER_S = 30.0
+
+State = Annotated[AppState, Depends(get_state)]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in {
+        400: "Invalid body or payload",
+        401: "No or bad API key",
+        403: "Organisation mismatch",
+        404: "Unknown model or request",
+        503: "Unavailable; retry after Retry-After seconds",
+    }.items()
+}
+
+router = APIRouter(responses=_ERRORS)
+
+
+def _json_body(request: Request) -> None:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise Unsupported(f"The body must be JSON with 'Content-Type: application/json' (got '{content_type}').")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise TooLarge(f"The body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB.")
+
+
+def model_details(state: AppState, model_id: str) -> dict[str, Any]:
+    """A model's details: the catalog's fields, plus which engine serves it and how many workers do now."""
+    spec = state.catalog.get(model_id)
+    engine = state.settings.engine_for(model_id)
+    live = state.store.live_workers(LIVE_WORKER_S)
+    details = spec.details()
+    details.update(
+        engine=engine,
+        host_type="external" if engine in ("kling", "gmi") else "internal",
+        qworkers=sum(1 for models in live.values() if model_id in models),
+    )
+    return details
+
+
+@router.get("/models", response_model=ModelList, summary="List the models")
+def list_models(_caller: Caller, state: State) -> dict[str, Any]:
+    """Every model this server serves."""
+    ids = state.catalog.ids()
+    return {"model_ids": ids, "models": [model_details(state, m) for m in ids]}
+
+
+@router.get("/models/{model_id}", response_model=ModelDetails, summary="One model's details")
+def get_model(model_id: str, _caller: Caller, state: State) -> dict[str, Any]:
+    """A model's parameters, schema and engine."""
+    return model_details(state, model_id)
+
+
+@router.post(
+    "/requests",
+    response_model=RequestOut,
+    summary="Submit a request",
+    dependencies=[Depends(_json_body)],
+    responses={
+        413: {"model": ErrorOut, "description": "Body too large"},
+        415: {"model": ErrorOut, "description": "Body is not JSON"},
+    },
+)
+def submit(body: SubmitBody, caller: Caller, state: State) -> dict[str, Any]:
+    """Validate the payload (fetching and checking an input image) and queue the request."""
+    spec = state.catalog.get(body.model)
+    payload = spec.validate(body.payload)
+    request_id = str(uuid.uuid4())
+    input_key: str | None = None
+    image_param = spec.image_param()
+    if image_param is not None and image_param in payload:
+        image = load_image(
+            payload[image_param],
+            allow_private=state.settings.allow_private_urls,
+            timeout_s=state.settings.images.fetch_timeout_s,
+            max_bytes=state.settings.images.max_bytes,
+            field=f"payload.{image_param}",
+        )
+        input_key = f"requests/{request_id}/input.{'png' if image.format == 'png' else 'jpg'}"
+        state.storage.put_bytes(input_key, image.data, image.content_type)
+    record = state.store.enqueue(
+        NewRequest(
+            request_id=request_id,
+            org_id=caller.org_id,
+            model=spec.id,
+            payload=payload,
+            priority=body.priority,
+            input_key=input_key,
+        )
+    )
+    return present_request(record, state.storage, state.settings.media_url_ttl_s)
+
+
+@router.get("/requests/{request_id}", response_model=RequestOut, summary="One request")
+def get_request(request_id: str, caller: Caller, state: State) -> dict[str, Any]:
+    """A request of the caller's organisation."""
+    record = state.store.get(request_id, caller.org_id)
+    if record is None:
+        raise NotFound(f"Request '{request_id}' does not exist.")
+    return present_request(record, state.storage, state.settings.media_url_ttl_s)
+
+
+@router.get("/requests", response_model=RequestList, summary="List requests, newest first")
+def list_requests(
+    caller: Caller,
+    state: State,
+    model_id: Annotated[str | None, Query(description="Only this model's requests.")] = None,
+    status: Annotated[StatusName | None, Query(description="Only requests in this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+) -> dict[str, Any]:
+    """The organisation's requests; `total` counts every match."""
+    page = state.store.list(
+        caller.org_id,
+        model=model_id,
+        status=Status(status) if status else None,
+        limit=limit,
+        cursor=cursor,
+    )
+    ttl = state.settings.media_url_ttl_s
+    return {
+        "requests": [present_request(r, state.storage, ttl) for r in page.items],
+        "total": page.total,
+        "next_cursor": page.next_cursor,
+    }
+
+
+def _cancel(request_id: str, caller: Caller, state: AppState) -> dict[str, Any]:
+    record = state.store.cancel(request_id, caller.org_id)
+    # A processing request ends when its worker sees the cancel between steps; wait a little for that.
+    deadline = time.monotonic() + state.settings.cancel_wait_s
+    while record.status is Status.PROCESSING and time.monotonic() < deadline:
+        time.sleep(0.05)
+        again = state.store.get(request_id, caller.org_id)
+        if again is None:
+            break
+        record = again
+    return present_request(record, state.storage, state.settings.media_url_ttl_s)
+
+
+@router.post("/requests/{request_id}/cancel", response_model=RequestOut, summary="Cancel a request")
+def cancel_request(request_id: str, caller: Caller, state: State) -> dict[str, Any]:
+    """Cancel a queued request at once, or a processing one between its steps."""
+    return _cancel(request_id, caller, state)
+
+
+@router.delete("/requests/{request_id}", response_model=RequestOut, summary="Cancel a request (same as POST …/cancel)")
+def delete_request(request_id: str, caller: Caller, state: State) -> dict[str, Any]:
+    """Same as POST /requests/{request_id}/cancel."""
+    return _cancel(request_id, caller, state)

@@ -1,0 +1,136 @@
+"""The wire shapes, as pydantic models: they drive validation of bodies and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+StatusName = Literal["queued", "processing", "success", "failed", "cancelled"]
+
+
+class SubmitBody(BaseModel):
+    """POST /requests: the model and its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=128, description="A model id from GET /models (case-sensitive).")
+    payload: dict[str, Any] = Field(description="The model's parameters; see the model's `parameters`.")
+    priority: int = Field(0, ge=-100, le=100, description="Extension: higher runs first within an organisation.")
+
+
+class MediaUrl(BaseModel):
+    """One result file."""
+
+    id: str
+    url: str
+
+
+class ErrorInfo(BaseModel):
+    """Why a request failed or was cancelled."""
+
+    code: str
+    message: str
+
+
+class Outcome(BaseModel):
+    """The result of a finished request."""
+
+    model_config = ConfigDict(extra="allow")
+
+    media_urls: list[MediaUrl] | None = None
+    video_url: str | None = None
+    thumbnail_image_url: str | None = None
+    video: dict[str, Any] | None = None
+    engine: str | None = None
+    error: ErrorInfo | None = None
+
+
+class RequestOut(BaseModel):
+    """A request, as every request endpoint answers it."""
+
+    request_id: str
+    org_id: str
+    model: str
+    status: StatusName
+    is_public: bool = False
+    payload: dict[str, Any]
+    outcome: Outcome | None
+    created_at: int
+    updated_at: int
+    queued_at: int
+    processing_at: int | None
+    finished_at: int | None
+    progress: int = Field(ge=0, le=100)
+    queue_position: int | None
+    qworker_id: str | None
+    attempts: int
+    error: str | None
+
+
+class RequestList(BaseModel):
+    """GET /requests: a page, newest first."""
+
+    requests: list[RequestOut]
+    total: int
+    next_cursor: str | None
+
+
+class Parameter(BaseModel):
+    """One entry of a model's `parameters`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    display_name: str
+    description: str
+    type: Literal["string", "number", "integer", "boolean"]
+    required: bool
+
+
+class PriceInfo(BaseModel):
+    """A model's price, in the smallest unit of `unit`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    price: int | None
+    pricing_type: str | None = None
+    unit: str | None = None
+
+
+class ModelDetails(BaseModel):
+    """GET /models/{model_id}."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    org_id: str
+    brief_description: str
+    detailed_description: str
+    modalities: dict[str, list[str]]
+    parameters: list[Parameter]
+    model_type: str
+    host_type: Literal["internal", "external"]
+    external_provider: str | None
+    tags: list[str]
+    created_at: int
+    updated_at: int
+    qworkers: int
+    price_info: PriceInfo | None
+    payload_schema: dict[str, Any]
+    engine: str
+
+
+class ModelList(BaseModel):
+    """GET /models."""
+
+    model_ids: list[str]
+    models: list[ModelDetails]
+
+
+class ErrorOut(BaseModel):
+    """The body of every non-2xx answer."""
+
+    error: str
+    code: str
+    details: list[dict[str, str]] = []

@@ -1,0 +1,62 @@
+"""What the routes need, built once by the app factory and passed in (no module-level singletons)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from prometheus_client import CollectorRegistry
+
+from vidqueue.catalog import Catalog
+from vidqueue.config import Settings
+from vidqueue.media.storage import LocalStorage, Storage
+from vidqueue.store import ApiKey, Store
+
+
+@dataclass
+class KeyCache:
+    """Recently seen keys, so each call need not read the keys table; revocations apply within ``ttl_s``."""
+
+    ttl_s: float = 2.0
+    _items: dict[str, tuple[ApiKey | None, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, key_hash: str) -> tuple[bool, ApiKey | None]:
+        """(hit, key) for a hash."""
+        with self._lock:
+            item = self._items.get(key_hash)
+        if item is None or item[1] < time.monotonic():
+            return False, None
+        return True, item[0]
+
+    def put(self, key_hash: str, key: ApiKey | None) -> None:
+        """Remember a lookup (a miss too, so bad keys cannot hammer the store)."""
+        with self._lock:
+            if len(self._items) > 10_000:
+                self._items.clear()
+            self._items[key_hash] = (key, time.monotonic() + self.ttl_s)
+
+
+@dataclass
+class AppState:
+    """Collaborators of the API."""
+
+    settings: Settings
+    store: Store
+    storage: Storage
+    catalog: Catalog
+    keys: KeyCache = field(default_factory=KeyCache)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    @property
+    def local_storage(self) -> LocalStorage | None:
+        """The storage, when it is a local folder the API serves itself."""
+        return self.storage if isinstance(self.storage, LocalStorage) else None
+
+
+def get_state(request: Request) -> AppState:
+    """The app's collaborators, for a route."""
+    state: AppState = request.app.state.vq
+    return state

@@ -1,0 +1,198 @@
+"""The command line: `serve`, `worker` and `keys`; it wires the layers together."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vidqueue.config import Settings, load_settings
+from vidqueue.errors import ConfigError, StoreUnavailable
+
+app = typer.Typer(
+    name="vidqueue",
+    help="A GMI Cloud-compatible video-generation request queue.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+err = Console(stderr=True)
+log = logging.getLogger("vidqueue")
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", envvar="VIDQUEUE_CONFIG", help="A vidqueue.toml file.", show_default=False)
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", envvar="VIDQUEUE_DATA_DIR", help="Where the database and media live.", show_default=False
+    ),
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="VIDQUEUE_DATABASE_URL",
+        help="A database URL; default: SQLite in the data dir.",
+        show_default=False,
+    ),
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, overrides=overrides)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+
+
+def _store(settings: Settings) -> Any:
+    from vidqueue.bootstrap import store_for
+
+    try:
+        return store_for(settings)
+    except StoreUnavailable as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(envvar="VIDQUEUE_HOST", help="Address to listen on [default: 127.0.0.1].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(envvar="VIDQUEUE_PORT", help="Port to listen on [default: 8000].")] = None,
+    data_dir: DataDirOpt = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            envvar="VIDQUEUE_WORKERS", help="Worker processes to run beside the API; 0 = API only [default: 2]."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Run the API and its worker processes (SQLite and local files by default)."""
+    import uvicorn
+
+    from vidqueue.api import create_app
+    from vidqueue.bootstrap import open_storage
+    from vidqueue.catalog import Catalog
+    from vidqueue.store.keys import new_api_key
+    from vidqueue.logs import setup_logging
+    from vidqueue.worker.supervisor import Supervisor
+
+    settings = _settings(config, host=host, port=port, data_dir=data_dir, workers=workers, database_url=database_url)
+    setup_logging(settings.log_level)
+    store = _store(settings)
+    catalog = Catalog()
+    if not store.list_keys():
+        plaintext, record = new_api_key("default", "first key")
+        store.add_key(record)
+        typer.echo("Created an API key for organisation 'default' (shown only this once; keep it):")
+        typer.echo(plaintext, color=False)
+    routed = {m: settings.engine_for(m) for m in catalog.ids()}
+    if not settings.models:
+        log.info("no model routing configured: every model is served by the emulator engine")
+    log.info("models: %s", ", ".join(f"{m} → {e}" for m, e in routed.items()))
+    storage = open_storage(settings)
+    api = create_app(settings, store, storage, catalog)
+    supervisor = Supervisor(settings, store, settings.workers)
+    supervisor.start()
+    log.info(
+        "serving on %s (data dir %s, %d workers)", settings.base_url, settings.data_dir.resolve(), settings.workers
+    )
+    try:
+        uvicorn.run(api, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    finally:
+        supervisor.stop()
+        store.close()
+
+
+@app.command()
+def worker(data_dir: DataDirOpt = None, config: ConfigOpt = None, database_url: DatabaseOpt = None) -> None:
+    """Run one worker alone against the same store and media storage."""
+    from vidqueue.logs import setup_logging
+    from vidqueue.worker.main import run_worker
+
+    settings = _settings(config, data_dir=data_dir, database_url=database_url)
+    setup_logging(settings.log_level)
+    try:
+        run_worker(settings)
+    except (ConfigError, StoreUnavailable) as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+@keys_app.command("create")
+def keys_create(
+    org: Annotated[str, typer.Option(envvar="VIDQUEUE_ORG", help="The organisation the key belongs to.")] = "default",
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Create a key; the key itself is printed alone on the last line, and shown only this once."""
+    from vidqueue.store.keys import new_api_key
+
+    if not org.strip() or len(org) > 128:
+        err.print("[red]error:[/red] --org must be 1 to 128 characters")
+        raise typer.Exit(2)
+    store = _store(_settings(config, data_dir=data_dir, database_url=database_url))
+    plaintext, record = new_api_key(org, name or f"key for {org}")
+    store.add_key(record)
+    store.close()
+    typer.echo(f"Created key {record.key_id} for organisation '{org}'. It is shown only this once:")
+    typer.echo(plaintext)
+
+
+@keys_app.command("list")
+def keys_list(
+    org: Annotated[str | None, typer.Option(help="Only this organisation's keys.")] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """List keys (their ids and prefixes; keys themselves are never stored)."""
+    import datetime as dt
+
+    store = _store(_settings(config, data_dir=data_dir, database_url=database_url))
+    table = Table("key id", "organisation", "name", "prefix", "created", "revoked")
+    for key in store.list_keys(org):
+        created = dt.datetime.fromtimestamp(key.created_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        revoked = (
+            dt.datetime.fromtimestamp(key.revoked_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if key.revoked_at else ""
+        )
+        table.add_row(key.key_id, key.org_id, key.name, key.prefix + "…", created, revoked)
+    store.close()
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id from `keys list`.")],
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Revoke a key; calls with it are refused within seconds."""
+    store = _store(_settings(config, data_dir=data_dir, database_url=database_url))
+    revoked = store.revoke_key(key_id)
+    store.close()
+    if not revoked:
+        err.print(f"[red]error:[/red] no active key with id {key_id}")
+        raise typer.Exit(1)
+    typer.echo(f"Revoked {key_id}.")
+
+
+def main() -> None:
+    """Entry point of the `vidqueue` program."""
+    app()

@@ -1,0 +1,165 @@
+"""Typed settings, read once at start: defaults < vidqueue.toml < VIDQUEUE_* variables < command-line flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vidqueue.errors import ConfigError
+
+EngineKind = Literal["emulator", "kling", "gmi", "diffusers"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmulatorSettings(_Section):
+    """The emulator engine: extra simulated time and injected failures."""
+
+    latency_s: float = Field(0.0, ge=0, le=3600)
+    failure_rate: float = Field(0.0, ge=0, le=1)
+
+
+class EnginesSettings(_Section):
+    """Per-engine settings."""
+
+    emulator: EmulatorSettings = EmulatorSettings()
+
+
+class WorkerSettings(_Section):
+    """Lease, heartbeat and polling of the worker processes."""
+
+    lease_s: float = Field(60.0, gt=0)
+    heartbeat_s: float = Field(10.0, gt=0)
+    poll_interval_s: float = Field(0.5, gt=0)
+    progress_interval_s: float = Field(1.0, ge=0)
+    max_attempts: int = Field(2, ge=1)
+    sweep_interval_s: float = Field(5.0, gt=0)
+
+
+class ImageSettings(_Section):
+    """Input images: fetch limits."""
+
+    fetch_timeout_s: float = Field(10.0, gt=0)
+    max_bytes: int = Field(10 * 1024 * 1024, gt=0)
+
+
+class ModelRoute(_Section):
+    """Which engine serves a model."""
+
+    engine: EngineKind = "emulator"
+
+
+class Settings(_Section):
+    """Everything vidqueue reads at start."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Path("./vidqueue-data")
+    workers: int = Field(2, ge=0, le=256)
+    database_url: str | None = None
+    public_url: str | None = None
+    media_url_ttl_s: int = Field(24 * 3600, gt=0)
+    allow_private_urls: bool = False
+    cancel_wait_s: float = Field(5.0, ge=0)
+    log_level: str = "info"
+    engines: EnginesSettings = EnginesSettings()
+    worker: WorkerSettings = WorkerSettings()
+    images: ImageSettings = ImageSettings()
+    models: dict[str, ModelRoute] = {}
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL of the store (SQLite in the data dir unless a database URL is set)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'vidqueue.db').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        """The absolute URL clients reach this server at; media URLs start with it."""
+        if self.public_url:
+            return self.public_url
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def engine_for(self, model_id: str) -> EngineKind:
+        """The engine kind configured for a model (the emulator when none is)."""
+        route = self.models.get(model_id)
+        return route.engine if route else "emulator"
+
+
+# Environment variables that name a nested setting directly (VIDQUEUE_<NAME>).
+_ENV_PATHS: dict[str, tuple[str, ...]] = {
+    "HOST": ("host",),
+    "PORT": ("port",),
+    "DATA_DIR": ("data_dir",),
+    "WORKERS": ("workers",),
+    "DATABASE_URL": ("database_url",),
+    "PUBLIC_URL": ("public_url",),
+    "MEDIA_URL_TTL_S": ("media_url_ttl_s",),
+    "ALLOW_PRIVATE_URLS": ("allow_private_urls",),
+    "CANCEL_WAIT_S": ("cancel_wait_s",),
+    "LOG_LEVEL": ("log_level",),
+    "EMULATOR_LATENCY_S": ("engines", "emulator", "latency_s"),
+    "EMULATOR_FAILURE_RATE": ("engines", "emulator", "failure_rate"),
+    "LEASE_S": ("worker", "lease_s"),
+    "HEARTBEAT_S": ("worker", "heartbeat_s"),
+    "POLL_INTERVAL_S": ("worker", "poll_interval_s"),
+    "PROGRESS_INTERVAL_S": ("worker", "progress_interval_s"),
+    "MAX_ATTEMPTS": ("worker", "max_attempts"),
+    "SWEEP_INTERVAL_S": ("worker", "sweep_interval_s"),
+    "IMAGE_FETCH_TIMEOUT_S": ("images", "fetch_timeout_s"),
+    "IMAGE_MAX_BYTES": ("images", "max_bytes"),
+}
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        tree = tree.setdefault(part, {})
+    tree[path[-1]] = value
+
+
+def load_settings(
+    config_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the settings: the TOML file, then VIDQUEUE_* variables, then explicit overrides (flags)."""
+    env = os.environ if env is None else env
+    tree: dict[str, Any] = {}
+    path = config_path or (Path(env["VIDQUEUE_CONFIG"]) if env.get("VIDQUEUE_CONFIG") else None)
+    if path is not None:
+        try:
+            tree = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"Config file {path} does not exist.") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from exc
+    for name, dotted in _ENV_PATHS.items():
+        raw = env.get(f"VIDQUEUE_{name}")
+        if raw is not None and raw != "":
+            _set_path(tree, dotted, raw)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(tree, tuple(key.split(".")), value)
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"Invalid settings: {problems}") from exc

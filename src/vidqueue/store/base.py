@@ -1,0 +1,127 @@
+"""The store interface: the durable requests table and the queue operations on it."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Collection
+from typing import Any, Protocol
+
+from vidqueue.store.records import ApiKey, NewRequest, Page, QueueStats, Recovered, RequestRecord, Status
+
+
+class Store(Protocol):
+    """One interface with SQLite, PostgreSQL and an in-memory twin behind it.
+
+    Every write by a worker is fenced by (request_id, lease_owner, status='processing'); a fenced write
+    that matches no row raises ``LeaseLost``.
+    """
+
+    # -- the API side ------------------------------------------------------------------------------------
+    def enqueue(self, new: NewRequest) -> RequestRecord:
+        """Insert a queued request."""
+        ...
+
+    def get(self, request_id: str, org_id: str | None = None) -> RequestRecord | None:
+        """One request (only within ``org_id`` when given), with its queue position."""
+        ...
+
+    def list(
+        self,
+        org_id: str,
+        *,
+        model: str | None = None,
+        status: Status | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> Page:
+        """The organisation's requests, newest first, a page at a time."""
+        ...
+
+    def cancel(self, request_id: str, org_id: str) -> RequestRecord:
+        """Cancel a queued request now, or ask the worker to stop a processing one."""
+        ...
+
+    # -- the worker side -------------------------------------------------------------------------------
+    def claim(self, worker_id: str, models: Collection[str], lease_s: float) -> RequestRecord | None:
+        """Take the next claimable request for these models, or None."""
+        ...
+
+    def heartbeat(self, request_id: str, worker_id: str, lease_s: float) -> bool:
+        """Extend the lease; answer whether a cancel was requested."""
+        ...
+
+    def set_progress(self, request_id: str, worker_id: str, progress: int, lease_s: float) -> bool:
+        """Record progress (0-100) and extend the lease; answer whether a cancel was requested."""
+        ...
+
+    def checkpoint(self, request_id: str, worker_id: str, state: dict[str, Any]) -> None:
+        """Persist engine state (an upstream task id) for a later attempt."""
+        ...
+
+    def finish(self, request_id: str, worker_id: str, outcome: dict[str, Any]) -> RequestRecord:
+        """End a request in success."""
+        ...
+
+    def fail(self, request_id: str, worker_id: str, code: str, message: str) -> RequestRecord:
+        """End a request in failure."""
+        ...
+
+    def finish_cancelled(self, request_id: str, worker_id: str, message: str) -> RequestRecord:
+        """End a processing request as cancelled (the worker saw the cancel)."""
+        ...
+
+    def release(self, request_id: str, worker_id: str) -> RequestRecord:
+        """Give a processing request back to the queue without counting the attempt."""
+        ...
+
+    # -- recovery ----------------------------------------------------------------------------------------
+    def expire_leases(self, worker_id: str) -> int:
+        """Expire every lease a (dead) worker holds, so the next sweep recovers its requests at once."""
+        ...
+
+    def recover(self, max_attempts: int) -> builtins.list[Recovered]:
+        """Requeue expired processing requests; fail those that used up their attempts; end cancelled ones."""
+        ...
+
+    # -- workers -------------------------------------------------------------------------------------------
+    def worker_seen(self, worker_id: str, models: Collection[str]) -> None:
+        """Record that a worker is alive and which models it serves."""
+        ...
+
+    def worker_gone(self, worker_id: str) -> None:
+        """Forget a worker that stopped."""
+        ...
+
+    def live_workers(self, within_s: float) -> dict[str, builtins.list[str]]:
+        """Workers seen within the last ``within_s`` seconds, with their models."""
+        ...
+
+    # -- keys --------------------------------------------------------------------------------------------
+    def add_key(self, key: ApiKey) -> None:
+        """Store a new API key (hash only)."""
+        ...
+
+    def find_key(self, key_hash: str) -> ApiKey | None:
+        """The active key with this hash."""
+        ...
+
+    def list_keys(self, org_id: str | None = None) -> builtins.list[ApiKey]:
+        """Keys, oldest first."""
+        ...
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Revoke a key; answer whether one was revoked."""
+        ...
+
+    # -- operations --------------------------------------------------------------------------------------
+    def stats(self) -> QueueStats:
+        """Counts for metrics."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers and its schema is current."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

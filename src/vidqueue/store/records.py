@@ -1,0 +1,113 @@
+"""Values the store hands out: request rows, pages and API keys."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    """A request's status: queued → processing → success | failed | cancelled; queued → cancelled."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def is_terminal(self) -> bool:
+        """Whether the status never changes again."""
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED})
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """A validated submission, ready to be queued."""
+
+    request_id: str
+    org_id: str
+    model: str
+    payload: dict[str, Any]
+    priority: int = 0
+    callback_url: str | None = None
+    input_key: str | None = None  # storage key of the checked input image
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One row of the requests table."""
+
+    request_id: str
+    seq: int
+    org_id: str
+    model: str
+    status: Status
+    payload: dict[str, Any]
+    created_at: float
+    updated_at: float
+    queued_at: float
+    priority: int = 0
+    outcome: dict[str, Any] | None = None
+    error: str | None = None
+    error_code: str | None = None
+    processing_at: float | None = None
+    finished_at: float | None = None
+    progress: int = 0
+    attempts: int = 0
+    qworker_id: str | None = None  # the worker that holds or last held the request
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    cancel_requested_at: float | None = None
+    engine_state: dict[str, Any] | None = None
+    callback_url: str | None = None
+    input_key: str | None = None
+    queue_position: int | None = None  # derived at read time, only while queued
+
+    def evolve(self, **changes: Any) -> RequestRecord:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing, newest first."""
+
+    items: list[RequestRecord]
+    total: int
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored API key: only its hash is kept."""
+
+    key_id: str
+    org_id: str
+    name: str
+    key_hash: str
+    prefix: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What a recovery sweep did to one request whose lease had expired."""
+
+    request_id: str
+    status: Status
+    attempts: int
+
+
+@dataclass
+class QueueStats:
+    """Counts for metrics: rows by (model, status), failures by code, processing time sums."""
+
+    by_model_status: dict[tuple[str, str], int] = field(default_factory=dict)
+    failures_by_code: dict[tuple[str, str], int] = field(default_factory=dict)
+    duration_sum: dict[str, float] = field(default_factory=dict)
+    duration_count: dict[str, int] = field(default_factory=dict)

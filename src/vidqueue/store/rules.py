@@ -1,0 +1,61 @@
+"""Rules both store implementations share: cursors, cancel messages, recovery decisions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from vidqueue.errors import Conflict, FieldError, InvalidInput
+from vidqueue.store.records import TERMINAL, Status
+
+CANCELLED_MESSAGE = "The request was cancelled by its owner."
+WORKER_LOST_MESSAGE = (
+    "The worker processing this request stopped {attempts} times (crash or out of memory); "
+    "the request was not retried again. Submit it again, or with smaller settings."
+)
+
+
+def encode_cursor(seq: int) -> str:
+    """An opaque cursor pointing just past a row."""
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The row sequence number a cursor points past; InvalidInput if it is not ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("s"):
+            raise ValueError(raw)
+        return int(raw[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidInput(details=[FieldError("cursor", "is not a cursor returned by this server")]) from exc
+
+
+def ending(code: str, message: str) -> dict[str, Any]:
+    """The columns a failed or cancelled request ends with."""
+    return {"outcome": {"error": {"code": code, "message": message}}, "error": message, "error_code": code}
+
+
+def recovery(attempts: int, cancel_requested: bool, max_attempts: int, now: float) -> tuple[Status, dict[str, Any]]:
+    """Where an expired processing request goes (cancelled, failed worker_lost, or queued), and its columns."""
+    values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+    if cancel_requested:
+        return Status.CANCELLED, {**values, "finished_at": now, **ending("cancelled", CANCELLED_MESSAGE)}
+    if attempts >= max_attempts:
+        message = WORKER_LOST_MESSAGE.format(attempts=attempts)
+        return Status.FAILED, {**values, "finished_at": now, **ending("worker_lost", message)}
+    return Status.QUEUED, {**values, "progress": 0}
+
+
+_ALLOWED = {
+    Status.QUEUED: {Status.PROCESSING, Status.CANCELLED},
+    # back to queued: a lease recovered or released
+    Status.PROCESSING: {Status.SUCCESS, Status.FAILED, Status.CANCELLED, Status.QUEUED},
+}
+
+
+def ensure_transition(old: Status, new: Status) -> None:
+    """Raise Conflict for a transition the state diagram does not allow; terminal rows never change."""
+    if old in TERMINAL or new not in _ALLOWED.get(old, set()):
+        raise Conflict(f"A request cannot go from {old} to {new}.")

@@ -1,0 +1,529 @@
+"""The store on SQLAlchemy Core: SQLite (WAL) in the embedded default."""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError as _SAError
+
+from vidqueue.errors import LeaseLost, NotFound, StoreUnavailable
+from vidqueue.store import migrate
+from vidqueue.store.records import (
+    ApiKey,
+    NewRequest,
+    Page,
+    QueueStats,
+    Recovered,
+    RequestRecord,
+    Status,
+)
+from vidqueue.store.rules import CANCELLED_MESSAGE, decode_cursor, encode_cursor, ending, recovery
+from vidqueue.store.schema import api_keys, requests, workers
+
+log = logging.getLogger("vidqueue.store")
+
+_R = requests.c
+
+
+def create_db_engine(url: str) -> Engine:
+    """An SQLAlchemy engine tuned for the queue (WAL, busy timeout and IMMEDIATE writes on SQLite)."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take transaction control from the driver so writes can BEGIN IMMEDIATE (no upgrade deadlocks).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get("immediate")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _record(row: Row[Any], position: int | None = None) -> RequestRecord:
+    m = row._mapping
+    return RequestRecord(
+        request_id=m["request_id"],
+        seq=m["seq"],
+        org_id=m["org_id"],
+        model=m["model"],
+        status=Status(m["status"]),
+        payload=m["payload"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        queued_at=m["queued_at"],
+        priority=m["priority"],
+        outcome=m["outcome"],
+        error=m["error"],
+        error_code=m["error_code"],
+        processing_at=m["processing_at"],
+        finished_at=m["finished_at"],
+        progress=m["progress"],
+        attempts=m["attempts"],
+        qworker_id=m["qworker_id"],
+        lease_owner=m["lease_owner"],
+        lease_expires_at=m["lease_expires_at"],
+        cancel_requested_at=m["cancel_requested_at"],
+        engine_state=m["engine_state"],
+        callback_url=m["callback_url"],
+        input_key=m["input_key"],
+        queue_position=position,
+    )
+
+
+def _key(row: Row[Any]) -> ApiKey:
+    m = row._mapping
+    return ApiKey(
+        key_id=m["key_id"],
+        org_id=m["org_id"],
+        name=m["name"],
+        key_hash=m["key_hash"],
+        prefix=m["prefix"],
+        created_at=m["created_at"],
+        revoked_at=m["revoked_at"],
+    )
+
+
+def log_transition(request_id: str, old: Status | str, new: Status, **extra: Any) -> None:
+    """The one log line per state change of a request."""
+    tail = " ".join(f"{k}={v}" for k, v in extra.items() if v is not None)
+    log.info("request %s %s -> %s%s", request_id, old, new, f" {tail}" if tail else "")
+
+
+class SqlStore:
+    """The requests table on a SQL database."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    @classmethod
+    def open(cls, url: str, clock: Callable[[], float] = time.time, *, migrate_now: bool = True) -> SqlStore:
+        """Connect, applying migrations first unless told not to."""
+        engine = create_db_engine(url)
+        if migrate_now:
+            try:
+                migrate.upgrade(engine)
+            except OperationalError as exc:
+                raise StoreUnavailable(f"Cannot open the store: {exc.orig}") from exc
+        return cls(engine, clock)
+
+    # -- plumbing ----------------------------------------------------------------------------------------
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn, conn.begin():
+                yield conn
+        except OperationalError as exc:
+            raise StoreUnavailable(f"The store is unavailable: {exc.orig}") from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn:
+                conn = conn.execution_options(immediate=True)
+                with conn.begin():
+                    yield conn
+        except OperationalError as exc:
+            raise StoreUnavailable(f"The store is unavailable: {exc.orig}") from exc
+
+    def _positions(self, conn: Connection, ids: list[str]) -> dict[str, int]:
+        if not ids:
+            return {}
+        ranked = (
+            sa.select(
+                _R.request_id,
+                sa.func.row_number().over(order_by=(_R.priority.desc(), _R.seq)).label("pos"),
+            )
+            .where(_R.status == Status.QUEUED.value)
+            .subquery()
+        )
+        rows = conn.execute(sa.select(ranked.c.request_id, ranked.c.pos).where(ranked.c.request_id.in_(ids)))
+        return {r.request_id: int(r.pos) for r in rows}
+
+    # -- the API side ------------------------------------------------------------------------------------
+    def enqueue(self, new: NewRequest) -> RequestRecord:
+        """Insert a queued request."""
+        now = self._clock()
+        values = {
+            "request_id": new.request_id,
+            "org_id": new.org_id,
+            "model": new.model,
+            "status": Status.QUEUED.value,
+            "priority": new.priority,
+            "payload": new.payload,
+            "created_at": now,
+            "updated_at": now,
+            "queued_at": now,
+            "callback_url": new.callback_url,
+            "input_key": new.input_key,
+        }
+        with self._write() as conn:
+            row = conn.execute(sa.insert(requests).values(**values).returning(*requests.c)).one()
+        log_transition(new.request_id, "new", Status.QUEUED, model=new.model, org=new.org_id)
+        return _record(row)
+
+    def get(self, request_id: str, org_id: str | None = None) -> RequestRecord | None:
+        """One request (only within ``org_id`` when given), with its queue position."""
+        query = sa.select(requests).where(_R.request_id == request_id)
+        if org_id is not None:
+            query = query.where(_R.org_id == org_id)
+        with self._read() as conn:
+            row = conn.execute(query).one_or_none()
+            if row is None:
+                return None
+            pos = self._positions(conn, [request_id]).get(request_id) if row.status == "queued" else None
+        return _record(row, pos)
+
+    def list(
+        self,
+        org_id: str,
+        *,
+        model: str | None = None,
+        status: Status | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> Page:
+        """The organisation's requests, newest first, a page at a time."""
+        where = [_R.org_id == org_id]
+        if model is not None:
+            where.append(_R.model == model)
+        if status is not None:
+            where.append(_R.status == status.value)
+        page_where = list(where)
+        if cursor is not None:
+            page_where.append(_R.seq < decode_cursor(cursor))
+        with self._read() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(requests).where(*where)).scalar_one()
+            rows = conn.execute(sa.select(requests).where(*page_where).order_by(_R.seq.desc()).limit(limit + 1)).all()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            positions = self._positions(conn, [r.request_id for r in rows if r.status == "queued"])
+        items = [_record(r, positions.get(r.request_id)) for r in rows]
+        return Page(items=items, total=total, next_cursor=encode_cursor(items[-1].seq) if more else None)
+
+    def cancel(self, request_id: str, org_id: str) -> RequestRecord:
+        """Cancel a queued request now, or ask the worker to stop a processing one."""
+        now = self._clock()
+        with self._write() as conn:
+            row = conn.execute(
+                sa.select(requests).where(_R.request_id == request_id, _R.org_id == org_id)
+            ).one_or_none()
+            if row is None:
+                raise NotFound(f"Request '{request_id}' does not exist.")
+            status = Status(row.status)
+            if status is Status.QUEUED:
+                conn.execute(
+                    sa.update(requests)
+                    .where(_R.request_id == request_id)
+                    .values(
+                        status=Status.CANCELLED.value,
+                        cancel_requested_at=now,
+                        finished_at=now,
+                        updated_at=now,
+                        **ending("cancelled", CANCELLED_MESSAGE),
+                    )
+                )
+                log_transition(request_id, status, Status.CANCELLED)
+            elif status is Status.PROCESSING and row.cancel_requested_at is None:
+                conn.execute(
+                    sa.update(requests)
+                    .where(_R.request_id == request_id)
+                    .values(cancel_requested_at=now, updated_at=now)
+                )
+            row = conn.execute(sa.select(requests).where(_R.request_id == request_id)).one()
+        return _record(row)
+
+    # -- the worker side -------------------------------------------------------------------------------
+    def claim(self, worker_id: str, models: Collection[str], lease_s: float) -> RequestRecord | None:
+        """Take the next claimable request: fewest processing in its organisation, then priority, then age."""
+        if not models:
+            return None
+        now = self._clock()
+        busy = (
+            sa.select(sa.func.count())
+            .select_from(requests.alias("p"))
+            .where(sa.text("p.status = 'processing'"), sa.text("p.org_id = requests.org_id"))
+            .scalar_subquery()
+        )
+        pick = (
+            sa.select(_R.request_id)
+            .where(_R.status == Status.QUEUED.value, _R.model.in_(list(models)))
+            .order_by(busy, _R.priority.desc(), _R.seq)
+            .limit(1)
+            .scalar_subquery()
+        )
+        with self._write() as conn:
+            row = conn.execute(
+                sa.update(requests)
+                .where(_R.request_id == pick, _R.status == Status.QUEUED.value)
+                .values(
+                    status=Status.PROCESSING.value,
+                    lease_owner=worker_id,
+                    qworker_id=worker_id,
+                    lease_expires_at=now + lease_s,
+                    attempts=_R.attempts + 1,
+                    processing_at=now,
+                    updated_at=now,
+                    progress=0,
+                )
+                .returning(*requests.c)
+            ).one_or_none()
+        if row is None:
+            return None
+        log_transition(row.request_id, Status.QUEUED, Status.PROCESSING, worker=worker_id, attempt=row.attempts)
+        return _record(row)
+
+    def _fenced(self, conn: Connection, request_id: str, worker_id: str, **values: Any) -> Row[Any]:
+        row = conn.execute(
+            sa.update(requests)
+            .where(
+                _R.request_id == request_id,
+                _R.lease_owner == worker_id,
+                _R.status == Status.PROCESSING.value,
+            )
+            .values(**values)
+            .returning(*requests.c)
+        ).one_or_none()
+        if row is None:
+            raise LeaseLost(f"Worker {worker_id} no longer holds request {request_id}.")
+        return row
+
+    def heartbeat(self, request_id: str, worker_id: str, lease_s: float) -> bool:
+        """Extend the lease; answer whether a cancel was requested."""
+        now = self._clock()
+        with self._write() as conn:
+            row = self._fenced(conn, request_id, worker_id, lease_expires_at=now + lease_s)
+        return row.cancel_requested_at is not None
+
+    def set_progress(self, request_id: str, worker_id: str, progress: int, lease_s: float) -> bool:
+        """Record progress (0-100) and extend the lease; answer whether a cancel was requested."""
+        now = self._clock()
+        progress = max(0, min(100, int(progress)))
+        with self._write() as conn:
+            row = self._fenced(
+                conn,
+                request_id,
+                worker_id,
+                progress=sa.func.max(_R.progress, progress)
+                if self._is_sqlite
+                else sa.func.greatest(_R.progress, progress),
+                lease_expires_at=now + lease_s,
+                updated_at=now,
+            )
+        return row.cancel_requested_at is not None
+
+    @property
+    def _is_sqlite(self) -> bool:
+        return self._engine.dialect.name == "sqlite"
+
+    def checkpoint(self, request_id: str, worker_id: str, state: dict[str, Any]) -> None:
+        """Persist engine state (an upstream task id) for a later attempt."""
+        with self._write() as conn:
+            self._fenced(conn, request_id, worker_id, engine_state=state, updated_at=self._clock())
+
+    def _end(self, request_id: str, worker_id: str, status: Status, **values: Any) -> RequestRecord:
+        now = self._clock()
+        with self._write() as conn:
+            row = self._fenced(
+                conn,
+                request_id,
+                worker_id,
+                status=status.value,
+                finished_at=now,
+                updated_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                **values,
+            )
+        log_transition(request_id, Status.PROCESSING, status, worker=worker_id, code=values.get("error_code"))
+        return _record(row)
+
+    def finish(self, request_id: str, worker_id: str, outcome: dict[str, Any]) -> RequestRecord:
+        """End a request in success."""
+        return self._end(request_id, worker_id, Status.SUCCESS, outcome=outcome, progress=100)
+
+    def fail(self, request_id: str, worker_id: str, code: str, message: str) -> RequestRecord:
+        """End a request in failure."""
+        return self._end(request_id, worker_id, Status.FAILED, **ending(code, message))
+
+    def finish_cancelled(self, request_id: str, worker_id: str, message: str) -> RequestRecord:
+        """End a processing request as cancelled (the worker saw the cancel)."""
+        return self._end(request_id, worker_id, Status.CANCELLED, **ending("cancelled", message))
+
+    def release(self, request_id: str, worker_id: str) -> RequestRecord:
+        """Give a processing request back to the queue without counting the attempt."""
+        now = self._clock()
+        with self._write() as conn:
+            row = self._fenced(
+                conn,
+                request_id,
+                worker_id,
+                status=Status.QUEUED.value,
+                lease_owner=None,
+                lease_expires_at=None,
+                attempts=_R.attempts - 1,
+                progress=0,
+                updated_at=now,
+            )
+        log_transition(request_id, Status.PROCESSING, Status.QUEUED, worker=worker_id, reason="released")
+        return _record(row)
+
+    # -- recovery ----------------------------------------------------------------------------------------
+    def expire_leases(self, worker_id: str) -> int:
+        """Expire every lease a (dead) worker holds, so the next sweep recovers its requests at once."""
+        now = self._clock()
+        with self._write() as conn:
+            result = conn.execute(
+                sa.update(requests)
+                .where(_R.lease_owner == worker_id, _R.status == Status.PROCESSING.value)
+                .values(lease_expires_at=now - 1)
+            )
+        return int(result.rowcount or 0)
+
+    def recover(self, max_attempts: int) -> builtins.list[Recovered]:
+        """Requeue expired processing requests; fail those that used up their attempts; end cancelled ones."""
+        now = self._clock()
+        done: builtins.list[Recovered] = []
+        with self._write() as conn:
+            rows = conn.execute(
+                sa.select(_R.request_id, _R.attempts, _R.cancel_requested_at, _R.lease_owner).where(
+                    _R.status == Status.PROCESSING.value, _R.lease_expires_at < now
+                )
+            ).all()
+            for r in rows:
+                new, values = recovery(r.attempts, r.cancel_requested_at is not None, max_attempts, now)
+                updated = conn.execute(
+                    sa.update(requests)
+                    .where(
+                        _R.request_id == r.request_id,
+                        _R.status == Status.PROCESSING.value,
+                        _R.lease_expires_at < now,
+                    )
+                    .values(status=new.value, **values)
+                )
+                if updated.rowcount:
+                    done.append(Recovered(r.request_id, new, r.attempts))
+        for rec in done:
+            log_transition(rec.request_id, Status.PROCESSING, rec.status, reason="lease expired", attempt=rec.attempts)
+        return done
+
+    # -- workers -------------------------------------------------------------------------------------------
+    def worker_seen(self, worker_id: str, models: Collection[str]) -> None:
+        """Record that a worker is alive and which models it serves."""
+        now = self._clock()
+        with self._write() as conn:
+            updated = conn.execute(
+                sa.update(workers).where(workers.c.worker_id == worker_id).values(seen_at=now, models=sorted(models))
+            )
+            if not updated.rowcount:
+                conn.execute(
+                    sa.insert(workers).values(worker_id=worker_id, models=sorted(models), started_at=now, seen_at=now)
+                )
+
+    def worker_gone(self, worker_id: str) -> None:
+        """Forget a worker that stopped."""
+        with self._write() as conn:
+            conn.execute(sa.delete(workers).where(workers.c.worker_id == worker_id))
+
+    def live_workers(self, within_s: float) -> dict[str, builtins.list[str]]:
+        """Workers seen within the last ``within_s`` seconds, with their models."""
+        since = self._clock() - within_s
+        with self._read() as conn:
+            rows = conn.execute(sa.select(workers.c.worker_id, workers.c.models).where(workers.c.seen_at >= since))
+            return {r.worker_id: list(r.models) for r in rows}
+
+    # -- keys --------------------------------------------------------------------------------------------
+    def add_key(self, key: ApiKey) -> None:
+        """Store a new API key (hash only)."""
+        with self._write() as conn:
+            conn.execute(
+                sa.insert(api_keys).values(
+                    key_id=key.key_id,
+                    org_id=key.org_id,
+                    name=key.name,
+                    key_hash=key.key_hash,
+                    prefix=key.prefix,
+                    created_at=key.created_at,
+                    revoked_at=key.revoked_at,
+                )
+            )
+
+    def find_key(self, key_hash: str) -> ApiKey | None:
+        """The active key with this hash."""
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(api_keys).where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
+            ).one_or_none()
+        return _key(row) if row is not None else None
+
+    def list_keys(self, org_id: str | None = None) -> builtins.list[ApiKey]:
+        """Keys, oldest first."""
+        query = sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id)
+        if org_id is not None:
+            query = query.where(api_keys.c.org_id == org_id)
+        with self._read() as conn:
+            return [_key(r) for r in conn.execute(query)]
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Revoke a key; answer whether one was revoked."""
+        with self._write() as conn:
+            result = conn.execute(
+                sa.update(api_keys)
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=self._clock())
+            )
+        return bool(result.rowcount)
+
+    # -- operations --------------------------------------------------------------------------------------
+    def stats(self) -> QueueStats:
+        """Counts for metrics."""
+        out = QueueStats()
+        with self._read() as conn:
+            for r in conn.execute(sa.select(_R.model, _R.status, sa.func.count()).group_by(_R.model, _R.status)):
+                out.by_model_status[(r[0], r[1])] = int(r[2])
+            for r in conn.execute(
+                sa.select(_R.model, _R.error_code, sa.func.count())
+                .where(_R.status == Status.FAILED.value)
+                .group_by(_R.model, _R.error_code)
+            ):
+                out.failures_by_code[(r[0], r[1] or "unknown")] = int(r[2])
+            for r in conn.execute(
+                sa.select(_R.model, sa.func.sum(_R.finished_at - _R.processing_at), sa.func.count())
+                .where(_R.status == Status.SUCCESS.value)
+                .group_by(_R.model)
+            ):
+                out.duration_sum[r[0]] = float(r[1] or 0.0)
+                out.duration_count[r[0]] = int(r[2])
+        return out
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers and its schema is current."""
+        try:
+            current = migrate.current_revision(self._engine)
+        except _SAError as exc:
+            raise StoreUnavailable(f"The store is unavailable: {exc}") from exc
+        if current != migrate.head_revision():
+            raise StoreUnavailable(f"The store's schema is at {current}, not {migrate.head_revision()}.")
+
+    def close(self) -> None:
+        """Release connections."""
+        self._engine.dispose()

@@ -1,0 +1,1 @@
+"""The claim loop, heartbeats, progress, cancellation, lease fencing and process supervision."""

@@ -1,0 +1,121 @@
+"""The JobContext a worker hands an engine: throttled progress, cancel checks, checkpoints, heartbeats."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vidqueue.errors import LeaseLost, StoreUnavailable
+from vidqueue.store import Store
+
+log = logging.getLogger("vidqueue.worker")
+
+
+class RunContext:
+    """One attempt at one request, as the engine sees the worker."""
+
+    def __init__(
+        self,
+        store: Store,
+        request_id: str,
+        worker_id: str,
+        workdir: Path,
+        *,
+        lease_s: float,
+        heartbeat_s: float,
+        progress_interval_s: float,
+        resume_state: dict[str, Any] | None = None,
+        stopping: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        cancel_check_s: float = 0.5,
+    ) -> None:
+        self._store = store
+        self._request_id = request_id
+        self._worker_id = worker_id
+        self._workdir = workdir
+        self._lease_s = lease_s
+        self._heartbeat_s = heartbeat_s
+        self._progress_interval_s = progress_interval_s
+        self._resume_state = resume_state
+        self._stopping = stopping or threading.Event()
+        self._clock = clock
+        self._cancel_check_s = cancel_check_s
+        self._last_progress_write = -float("inf")
+        self._last_pct = 0
+        self._last_cancel_check = clock()
+        self.cancel_requested = False
+        self.lease_lost = False
+        self._done = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeats, name=f"heartbeat-{request_id}", daemon=True)
+
+    # -- JobContext --------------------------------------------------------------------------------------
+    @property
+    def workdir(self) -> Path:
+        """A private, empty folder for this attempt's files."""
+        return self._workdir
+
+    @property
+    def resume_state(self) -> dict[str, Any] | None:
+        """The last checkpoint of an earlier attempt, if any."""
+        return self._resume_state
+
+    def progress(self, fraction: float) -> None:
+        """Report progress from 0.0 to 1.0; written at most once per progress interval."""
+        pct = max(0, min(99, int(fraction * 100)))  # 100 is written only with the result
+        now = self._clock()
+        if pct <= self._last_pct or now - self._last_progress_write < self._progress_interval_s:
+            return
+        self._last_progress_write = now
+        self._last_pct = pct
+        self._guarded(
+            lambda: self._note(self._store.set_progress(self._request_id, self._worker_id, pct, self._lease_s))
+        )
+
+    def cancelled(self) -> bool:
+        """Whether the engine should stop: cancelled by its owner, lease lost, or the worker shutting down."""
+        now = self._clock()
+        if not (self.cancel_requested or self.lease_lost) and now - self._last_cancel_check >= self._cancel_check_s:
+            self._last_cancel_check = now
+            try:
+                row = self._store.get(self._request_id)
+            except StoreUnavailable:
+                row = None
+            if row is not None:
+                self.cancel_requested = row.cancel_requested_at is not None
+                self.lease_lost = row.lease_owner != self._worker_id
+        return self.cancel_requested or self.lease_lost or self._stopping.is_set()
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """Persist state (an upstream task id, say) before waiting on it."""
+        self._store.checkpoint(self._request_id, self._worker_id, state)
+        self._resume_state = state
+
+    # -- heartbeats --------------------------------------------------------------------------------------
+    def __enter__(self) -> RunContext:
+        self._beat.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._beat.join(timeout=5)
+
+    def _heartbeats(self) -> None:
+        while not self._done.wait(self._heartbeat_s):
+            self._guarded(lambda: self._note(self._store.heartbeat(self._request_id, self._worker_id, self._lease_s)))
+
+    def _note(self, cancel: bool) -> None:
+        self.cancel_requested = self.cancel_requested or cancel
+
+    def _guarded(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except LeaseLost:
+            self.lease_lost = True
+            log.warning("worker %s lost its lease on %s", self._worker_id, self._request_id)
+        except StoreUnavailable as exc:
+            # A store blip must not kill the generation; the lease outlives a few missed beats.
+            log.warning("heartbeat for %s failed: %s", self._request_id, exc)

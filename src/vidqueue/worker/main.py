@@ -1,0 +1,85 @@
+"""A worker process: `python -m vidqueue.worker.main` (started by `vidqueue serve` or `vidqueue worker`)."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from vidqueue.bootstrap import open_storage, prepare_data_dir, store_for
+from vidqueue.catalog import Catalog
+from vidqueue.config import Settings, load_settings
+from vidqueue.logs import setup_logging
+from vidqueue.worker.engines import build_engines
+from vidqueue.worker.loop import Worker
+from vidqueue.worker.supervisor import SETTINGS_ENV, worker_id_for
+
+log = logging.getLogger("vidqueue.worker")
+
+
+def _die_with_parent() -> None:
+    # If `serve` is killed, its workers must not linger as orphans holding leases.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_worker(settings: Settings, *, supervised: bool = False) -> None:
+    """Run one worker process until SIGTERM/SIGINT."""
+    if supervised:
+        _die_with_parent()
+    parent = os.getppid()
+    prepare_data_dir(settings)
+    store = store_for(settings)
+    engines = build_engines(settings, Catalog())
+    worker = Worker(
+        store,
+        engines,
+        open_storage(settings),
+        settings.worker,
+        worker_id_for(os.getpid()),
+        workdir=settings.data_dir.resolve() / "work",
+    )
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    if supervised:
+
+        def _watch_parent() -> None:
+            while not worker.stopping.wait(1.0):
+                if os.getppid() != parent:
+                    worker.stopping.set()
+
+        threading.Thread(target=_watch_parent, daemon=True).start()
+    worker.setup()
+    log.info("worker %s ready for %s", worker.worker_id, ", ".join(sorted(engines)))
+    try:
+        worker.run()
+    finally:
+        store.close()
+        log.info("worker %s stopped", worker.worker_id)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of a supervised worker process."""
+    parser = argparse.ArgumentParser(prog="vidqueue.worker.main")
+    parser.add_argument("--slot", type=int, default=0)
+    parser.parse_args(argv)
+    raw = os.environ.get(SETTINGS_ENV)
+    settings = Settings.model_validate_json(raw) if raw else load_settings()
+    setup_logging(settings.log_level)
+    run_worker(settings, supervised=raw is not None)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,144 @@
+"""Starts worker processes beside the API, restarts any that die, and hands their requests back at once."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+
+from vidqueue.config import Settings
+from vidqueue.errors import StoreUnavailable
+from vidqueue.store import Store
+
+log = logging.getLogger("vidqueue.supervisor")
+
+SETTINGS_ENV = "VIDQUEUE_SETTINGS_JSON"
+
+
+def host_tag() -> str:
+    """A short, stable tag for this machine, so worker ids are unique across machines."""
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def worker_id_for(pid: int) -> str:
+    """The id a worker process with this pid uses on this machine."""
+    return f"worker-{host_tag()}-{pid}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (and is not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except (FileNotFoundError, IndexError, PermissionError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+@dataclass
+class _Slot:
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    @property
+    def worker_id(self) -> str | None:
+        return worker_id_for(self.proc.pid) if self.proc else None
+
+
+class Supervisor:
+    """Keeps N worker processes running against the same store."""
+
+    def __init__(self, settings: Settings, store: Store, count: int) -> None:
+        self.settings = settings
+        self.store = store
+        self.slots = [_Slot(i) for i in range(count)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+
+    def start(self) -> None:
+        """Hand back requests of this machine's dead workers, then start the worker processes."""
+        self.reclaim_dead_workers()
+        for slot in self.slots:
+            self._spawn(slot)
+        self._thread.start()
+
+    def reclaim_dead_workers(self) -> int:
+        """Expire the leases of workers on this machine whose processes are gone (a crash or kill -9 of serve)."""
+        prefix = f"worker-{host_tag()}-"
+        count = 0
+        for worker_id in self.store.live_workers(within_s=10 * 365 * 86400):
+            if not worker_id.startswith(prefix):
+                continue
+            try:
+                pid = int(worker_id[len(prefix) :])
+            except ValueError:
+                continue
+            if not pid_alive(pid):
+                count += self.store.expire_leases(worker_id)
+                self.store.worker_gone(worker_id)
+        if count:
+            self.store.recover(self.settings.worker.max_attempts)
+        return count
+
+    def _spawn(self, slot: _Slot) -> None:
+        env = dict(os.environ)
+        env[SETTINGS_ENV] = self.settings.model_dump_json()
+        slot.proc = subprocess.Popen(
+            [sys.executable, "-m", "vidqueue.worker.main", "--slot", str(slot.index)],
+            env=env,
+        )
+        log.info("started worker %s (slot %d)", slot.worker_id, slot.index)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            for slot in self.slots:
+                proc = slot.proc
+                if proc is None or proc.poll() is None:
+                    continue
+                dead = worker_id_for(proc.pid)
+                log.warning("worker %s exited with %s; restarting it", dead, proc.returncode)
+                try:
+                    # Its lease would expire by itself; expiring it now lets the request go on at once.
+                    self.store.expire_leases(dead)
+                    self.store.recover(self.settings.worker.max_attempts)
+                    self.store.worker_gone(dead)
+                except StoreUnavailable as exc:
+                    log.warning("could not hand back %s's requests yet: %s", dead, exc)
+                if self._stop.is_set():
+                    return
+                slot.restarts += 1
+                self._spawn(slot)
+
+    def pids(self) -> list[int]:
+        """The pids of the running worker processes."""
+        return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.poll() is None]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask every worker to stop (they hand back what they hold) and wait for them."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        procs = [s.proc for s in self.slots if s.proc is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
