@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -173,7 +174,8 @@ def keys_list(
         )
         table.add_row(key.key_id, key.org_id, key.name, key.prefix + "…", created, revoked)
     store.close()
-    Console().print(table)
+    # Piped output keeps whole ids (rich would otherwise squeeze the table to 80 columns).
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 @keys_app.command("revoke")

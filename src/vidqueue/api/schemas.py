@@ -33,17 +33,22 @@ class ErrorInfo(BaseModel):
     message: str
 
 
-class Outcome(BaseModel):
-    """The result of a finished request."""
+class SuccessOutcome(BaseModel):
+    """The result of a successful request."""
 
     model_config = ConfigDict(extra="allow")
 
-    media_urls: list[MediaUrl] | None = None
+    media_urls: list[MediaUrl]
     video_url: str | None = None
     thumbnail_image_url: str | None = None
     video: dict[str, Any] | None = None
     engine: str | None = None
-    error: ErrorInfo | None = None
+
+
+class FailureOutcome(BaseModel):
+    """Why a request failed or was cancelled."""
+
+    error: ErrorInfo
 
 
 class RequestOut(BaseModel):
@@ -55,7 +60,7 @@ class RequestOut(BaseModel):
     status: StatusName
     is_public: bool = False
     payload: dict[str, Any]
-    outcome: Outcome | None
+    outcome: SuccessOutcome | FailureOutcome | None
     created_at: int
     updated_at: int
     queued_at: int

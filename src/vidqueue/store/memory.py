@@ -78,8 +78,9 @@ class MemoryStore:
                 input_key=new.input_key,
             )
             self._rows[row.request_id] = row
+            out = copy.deepcopy(self._with_position(row))
         log_transition(new.request_id, "new", Status.QUEUED, model=new.model, org=new.org_id)
-        return copy.deepcopy(row)
+        return out
 
     def get(self, request_id: str, org_id: str | None = None) -> RequestRecord | None:
         """One request (only within ``org_id`` when given), with its queue position."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import logging
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -145,19 +145,20 @@ class SqlStore:
         except OperationalError as exc:
             raise StoreUnavailable(f"The store is unavailable: {exc.orig}") from exc
 
-    def _positions(self, conn: Connection, ids: list[str]) -> dict[str, int]:
-        if not ids:
-            return {}
-        ranked = (
-            sa.select(
-                _R.request_id,
-                sa.func.row_number().over(order_by=(_R.priority.desc(), _R.seq)).label("pos"),
+    def _position(self, conn: Connection, priority: int, seq: int) -> int:
+        # Claim order among queued rows: higher priority first, then older (fairness aside).
+        ahead = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(requests)
+            .where(
+                _R.status == Status.QUEUED.value,
+                sa.or_(_R.priority > priority, sa.and_(_R.priority == priority, _R.seq < seq)),
             )
-            .where(_R.status == Status.QUEUED.value)
-            .subquery()
-        )
-        rows = conn.execute(sa.select(ranked.c.request_id, ranked.c.pos).where(ranked.c.request_id.in_(ids)))
-        return {r.request_id: int(r.pos) for r in rows}
+        ).scalar_one()
+        return int(ahead) + 1
+
+    def _positions(self, conn: Connection, rows: Sequence[Row[Any]]) -> dict[str, int]:
+        return {r.request_id: self._position(conn, r.priority, r.seq) for r in rows if r.status == "queued"}
 
     # -- the API side ------------------------------------------------------------------------------------
     def enqueue(self, new: NewRequest) -> RequestRecord:
@@ -178,8 +179,9 @@ class SqlStore:
         }
         with self._write() as conn:
             row = conn.execute(sa.insert(requests).values(**values).returning(*requests.c)).one()
+            position = self._position(conn, row.priority, row.seq)
         log_transition(new.request_id, "new", Status.QUEUED, model=new.model, org=new.org_id)
-        return _record(row)
+        return _record(row, position)
 
     def get(self, request_id: str, org_id: str | None = None) -> RequestRecord | None:
         """One request (only within ``org_id`` when given), with its queue position."""
@@ -190,7 +192,7 @@ class SqlStore:
             row = conn.execute(query).one_or_none()
             if row is None:
                 return None
-            pos = self._positions(conn, [request_id]).get(request_id) if row.status == "queued" else None
+            pos = self._positions(conn, [row]).get(request_id)
         return _record(row, pos)
 
     def list(
@@ -216,7 +218,7 @@ class SqlStore:
             rows = conn.execute(sa.select(requests).where(*page_where).order_by(_R.seq.desc()).limit(limit + 1)).all()
             more = len(rows) > limit
             rows = rows[:limit]
-            positions = self._positions(conn, [r.request_id for r in rows if r.status == "queued"])
+            positions = self._positions(conn, rows)
         items = [_record(r, positions.get(r.request_id)) for r in rows]
         return Page(items=items, total=total, next_cursor=encode_cursor(items[-1].seq) if more else None)
 

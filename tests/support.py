@@ -1,0 +1,192 @@
+"""Helpers for tests that run the real server: start it on a loopback port, call it, wait on requests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BASE = "/api/v1/ie/requestqueue/apikey"
+SDK_BASE = "/api/v1/ie/requestqueue"
+TERMINAL = {"success", "failed", "cancelled"}
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fast_env(**extra: str) -> dict[str, str]:
+    """Settings that make a test server quick to react (short leases, polls and progress intervals)."""
+    env = {
+        "VIDQUEUE_LEASE_S": "4",
+        "VIDQUEUE_HEARTBEAT_S": "1",
+        "VIDQUEUE_POLL_INTERVAL_S": "0.1",
+        "VIDQUEUE_PROGRESS_INTERVAL_S": "0.2",
+        "VIDQUEUE_SWEEP_INTERVAL_S": "0.5",
+        "VIDQUEUE_ALLOW_PRIVATE_URLS": "1",
+    }
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `vidqueue …` as a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "vidqueue", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class Server:
+    """A `vidqueue serve` subprocess."""
+
+    data_dir: Path
+    port: int
+    env: dict[str, str]
+    workers: int = 2
+    proc: subprocess.Popen[str] | None = None
+    key: str | None = None
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> Server:
+        """Start the server and wait until it answers /readyz."""
+        cmd = [
+            sys.executable,
+            "-m",
+            "vidqueue",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--workers",
+            str(self.workers),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **self.env},
+            start_new_session=True,  # its own process group, so a test can kill the server and its workers
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited:\n" + "".join(self.output))
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not become ready:\n" + "".join(self.output))
+        for line in list(self.output):
+            if line.startswith("vq_"):
+                self.key = line.strip()
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def log(self) -> str:
+        """Everything the server (and its workers) printed so far."""
+        return "".join(self.output)
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the server's worker processes (its children)."""
+        assert self.proc is not None
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL of the group)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the server and every process in its group (workers too)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def client(self, key: str | None = None, base: str = BASE, **headers: str) -> httpx.Client:
+        """An HTTP client for the API under a base path, authenticated with ``key`` (default: the first key)."""
+        auth = {"Authorization": f"Bearer {key or self.key}"} if (key or self.key) else {}
+        return httpx.Client(base_url=self.url + base, headers={**auth, **headers}, timeout=30)
+
+    def create_key(self, org: str) -> str:
+        """A new key for an organisation, made with `vidqueue keys create` against the running server's data."""
+        out = run_cli("keys", "create", "--org", org, "--data-dir", str(self.data_dir))
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip().splitlines()[-1]
+
+
+@contextmanager
+def running_server(tmp: Path, workers: int = 2, **env: str) -> Iterator[Server]:
+    """A started server in ``tmp``, stopped afterwards."""
+    server = Server(data_dir=tmp / "data", port=free_port(), env=fast_env(**env), workers=workers)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for(
+    client: httpx.Client, request_id: str, statuses: set[str] = TERMINAL, timeout: float = 60
+) -> dict[str, Any]:
+    """Poll a request until its status is one of ``statuses``."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        resp = client.get(f"/requests/{request_id}")
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        if body["status"] in statuses:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"request {request_id} still {body.get('status')} after {timeout}s: {body}")
+
+
+def submit(client: httpx.Client, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Submit and return the new request, asserting a 200."""
+    resp = client.post("/requests", json={"model": model, "payload": payload})
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body

@@ -1,0 +1,245 @@
+"""The store conformance suite: the same behaviour from the in-memory twin and from SQLite."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vidqueue.errors import LeaseLost, NotFound
+from vidqueue.store import MemoryStore, NewRequest, Status, Store
+from vidqueue.store.keys import hash_key, new_api_key
+from vidqueue.store.sql import SqlStore
+
+
+class Clock:
+    """A clock tests move by hand, so lease expiry needs no sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture()
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Store]:
+    s: Store = MemoryStore(clock) if request.param == "memory" else SqlStore.open(f"sqlite:///{tmp_path}/q.db", clock)
+    yield s
+    s.close()
+
+
+def _new(i: int, org: str = "a", model: str = "m", priority: int = 0) -> NewRequest:
+    return NewRequest(request_id=f"r{i}", org_id=org, model=model, payload={"i": i}, priority=priority)
+
+
+def test_enqueue_then_get_within_the_org_only(store: Store) -> None:
+    store.enqueue(_new(1))
+    row = store.get("r1", "a")
+    assert row is not None and row.status is Status.QUEUED and row.payload == {"i": 1}
+    assert row.queue_position == 1
+    assert store.get("r1", "b") is None
+    assert store.get("nope") is None
+
+
+def test_claim_takes_oldest_of_served_models_and_counts_the_attempt(store: Store, clock: Clock) -> None:
+    store.enqueue(_new(1, model="x"))
+    store.enqueue(_new(2))
+    store.enqueue(_new(3))
+    row = store.claim("w", ["m"], 60)
+    assert row is not None and row.request_id == "r2"
+    assert row.status is Status.PROCESSING and row.attempts == 1 and row.lease_owner == "w" and row.qworker_id == "w"
+    assert row.lease_expires_at == clock.now + 60
+    assert store.claim("w", [], 60) is None
+
+
+def test_claim_prefers_higher_priority(store: Store) -> None:
+    store.enqueue(_new(1))
+    store.enqueue(_new(2, priority=5))
+    row = store.claim("w", ["m"], 60)
+    assert row is not None and row.request_id == "r2"
+
+
+def test_claim_prefers_organisations_with_fewer_processing(store: Store) -> None:
+    for i in range(3):
+        store.enqueue(_new(i, org="big"))
+    store.enqueue(_new(10, org="small"))
+    first = store.claim("w1", ["m"], 60)
+    second = store.claim("w2", ["m"], 60)
+    assert first is not None and first.request_id == "r0"
+    assert second is not None and second.request_id == "r10"
+
+
+def test_concurrent_claims_never_take_the_same_request(store: Store) -> None:
+    for i in range(40):
+        store.enqueue(_new(i))
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def claimer(w: str) -> None:
+        while (row := store.claim(w, ["m"], 60)) is not None:
+            with lock:
+                taken.append(row.request_id)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == sorted(f"r{i}" for i in range(40))
+
+
+def test_fenced_writes_need_the_lease(store: Store) -> None:
+    store.enqueue(_new(1))
+    store.claim("w", ["m"], 60)
+    assert store.set_progress("r1", "w", 40, 60) is False
+    with pytest.raises(LeaseLost):
+        store.set_progress("r1", "other", 50, 60)
+    with pytest.raises(LeaseLost):
+        store.finish("r1", "other", {"media": []})
+    done = store.finish("r1", "w", {"media": []})
+    assert done.status is Status.SUCCESS and done.progress == 100 and done.lease_owner is None
+    with pytest.raises(LeaseLost):
+        store.heartbeat("r1", "w", 60)
+
+
+def test_progress_never_goes_backwards(store: Store) -> None:
+    store.enqueue(_new(1))
+    store.claim("w", ["m"], 60)
+    store.set_progress("r1", "w", 60, 60)
+    store.set_progress("r1", "w", 30, 60)
+    row = store.get("r1")
+    assert row is not None and row.progress == 60
+
+
+def test_cancel_of_queued_is_immediate_and_of_processing_is_requested(store: Store) -> None:
+    store.enqueue(_new(1))
+    store.enqueue(_new(2))
+    store.claim("w", ["m"], 60)  # r1
+    queued = store.cancel("r2", "a")
+    assert queued.status is Status.CANCELLED and queued.outcome == {
+        "error": {"code": "cancelled", "message": queued.error}
+    }
+    running = store.cancel("r1", "a")
+    assert running.status is Status.PROCESSING and running.cancel_requested_at is not None
+    assert store.heartbeat("r1", "w", 60) is True
+    ended = store.finish_cancelled("r1", "w", "stopped")
+    assert ended.status is Status.CANCELLED
+    with pytest.raises(NotFound):
+        store.cancel("r1", "other-org")
+
+
+def test_terminal_rows_never_change(store: Store) -> None:
+    store.enqueue(_new(1))
+    store.claim("w", ["m"], 60)
+    store.fail("r1", "w", "engine_error", "boom")
+    after = store.cancel("r1", "a")
+    assert after.status is Status.FAILED and after.error == "boom" and after.error_code == "engine_error"
+    assert store.claim("w", ["m"], 60) is None
+
+
+def test_expired_lease_is_requeued_then_fails_as_worker_lost(store: Store, clock: Clock) -> None:
+    store.enqueue(_new(1))
+    store.claim("w1", ["m"], 10)
+    clock.now += 5
+    assert store.recover(max_attempts=2) == []
+    clock.now += 6
+    [rec] = store.recover(max_attempts=2)
+    assert rec.status is Status.QUEUED
+    row = store.claim("w2", ["m"], 10)
+    assert row is not None and row.attempts == 2
+    with pytest.raises(LeaseLost):
+        store.finish("r1", "w1", {})  # the first worker's late result is dropped
+    clock.now += 11
+    [rec] = store.recover(max_attempts=2)
+    assert rec.status is Status.FAILED
+    failed = store.get("r1")
+    assert failed is not None and failed.error_code == "worker_lost"
+    assert failed.outcome is not None and failed.outcome["error"]["code"] == "worker_lost"
+
+
+def test_expired_lease_of_a_cancel_requested_request_ends_cancelled(store: Store, clock: Clock) -> None:
+    store.enqueue(_new(1))
+    store.claim("w", ["m"], 10)
+    store.cancel("r1", "a")
+    clock.now += 11
+    [rec] = store.recover(max_attempts=5)
+    assert rec.status is Status.CANCELLED
+
+
+def test_expire_leases_of_a_dead_worker_recovers_at_once(store: Store) -> None:
+    store.enqueue(_new(1))
+    store.claim("dead", ["m"], 600)
+    assert store.expire_leases("dead") == 1
+    [rec] = store.recover(max_attempts=2)
+    assert rec.request_id == "r1" and rec.status is Status.QUEUED
+
+
+def test_release_hands_back_without_counting_the_attempt(store: Store) -> None:
+    store.enqueue(_new(1))
+    store.claim("w", ["m"], 60)
+    row = store.release("r1", "w")
+    assert row.status is Status.QUEUED and row.attempts == 0
+
+
+def test_checkpoint_survives_for_the_next_attempt(store: Store, clock: Clock) -> None:
+    store.enqueue(_new(1))
+    store.claim("w", ["m"], 10)
+    store.checkpoint("r1", "w", {"task_id": "t-1"})
+    clock.now += 11
+    store.recover(max_attempts=3)
+    again = store.claim("w2", ["m"], 10)
+    assert again is not None and again.engine_state == {"task_id": "t-1"}
+
+
+def test_list_is_newest_first_with_cursor_filters_and_total(store: Store) -> None:
+    for i in range(5):
+        store.enqueue(_new(i, model="x" if i % 2 else "m"))
+    store.enqueue(_new(99, org="b"))
+    page = store.list("a", limit=2)
+    assert [r.request_id for r in page.items] == ["r4", "r3"] and page.total == 5
+    assert page.next_cursor is not None
+    page2 = store.list("a", limit=2, cursor=page.next_cursor)
+    assert [r.request_id for r in page2.items] == ["r2", "r1"]
+    page3 = store.list("a", limit=2, cursor=page2.next_cursor)
+    assert [r.request_id for r in page3.items] == ["r0"] and page3.next_cursor is None
+    xs = store.list("a", model="x")
+    assert xs.total == 2 and {r.model for r in xs.items} == {"x"}
+    store.cancel("r0", "a")
+    assert [r.request_id for r in store.list("a", status=Status.CANCELLED).items] == ["r0"]
+
+
+def test_keys_are_found_by_hash_and_revoked(store: Store) -> None:
+    plaintext, record = new_api_key("org", "k")
+    store.add_key(record)
+    assert plaintext not in repr(record)
+    found = store.find_key(hash_key(plaintext))
+    assert found is not None and found.org_id == "org"
+    assert [k.key_id for k in store.list_keys("org")] == [record.key_id]
+    assert store.revoke_key(record.key_id) is True
+    assert store.revoke_key(record.key_id) is False
+    assert store.find_key(hash_key(plaintext)) is None
+
+
+def test_live_workers_and_stats(store: Store, clock: Clock) -> None:
+    store.worker_seen("w1", ["m"])
+    clock.now += 100
+    store.worker_seen("w2", ["m", "x"])
+    assert store.live_workers(30) == {"w2": ["m", "x"]}
+    store.worker_gone("w2")
+    assert store.live_workers(30) == {}
+    store.enqueue(_new(1))
+    store.enqueue(_new(2))
+    store.claim("w", ["m"], 60)
+    clock.now += 3
+    store.finish("r1", "w", {})
+    stats = store.stats()
+    assert stats.by_model_status == {("m", "success"): 1, ("m", "queued"): 1}
+    assert stats.duration_sum == {"m": 3.0} and stats.duration_count == {"m": 1}

@@ -1,0 +1,168 @@
+"""The worker's claim loop with the in-memory store and tiny engines that succeed, fail or stall on purpose."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from vidqueue.config import WorkerSettings
+from vidqueue.engines.base import GeneratedMedia, Job, JobContext
+from vidqueue.errors import JobCancelled, JobFailed
+from vidqueue.media.storage import LocalStorage
+from vidqueue.media.types import VideoInfo
+from vidqueue.store import MemoryStore, NewRequest, Status
+from vidqueue.worker.loop import Worker
+
+INFO = VideoInfo(duration=1.0, width=2, height=2, fps=24, frames=24, codec="h264", bytes=4)
+
+
+class Engine:
+    """A fake engine: steps with progress and cancel checks, then succeeds, fails or raises."""
+
+    kind = "fake"
+
+    def __init__(self, outcome: str = "ok", steps: int = 5, step_s: float = 0.0) -> None:
+        self.outcome = outcome
+        self.steps = steps
+        self.step_s = step_s
+        self.started = threading.Event()
+        self.jobs: list[Job] = []
+
+    def models(self) -> set[str]:
+        return {"m"}
+
+    def setup(self) -> None:
+        pass
+
+    def generate(self, job: Job, ctx: JobContext) -> GeneratedMedia:
+        self.jobs.append(job)
+        self.started.set()
+        for i in range(self.steps):
+            if ctx.cancelled():
+                raise JobCancelled()
+            time.sleep(self.step_s)
+            ctx.progress((i + 1) / self.steps)
+        if self.outcome == "fail":
+            raise JobFailed("upstream said no", code="upstream_rejected")
+        if self.outcome == "crash":
+            raise RuntimeError("secret internal detail")
+        video = ctx.workdir / "video.mp4"
+        video.write_bytes(b"mp4!")
+        thumb = ctx.workdir / "thumbnail.jpg"
+        thumb.write_bytes(b"jpg!")
+        return GeneratedMedia(videos=[video], info=INFO, thumbnail=thumb)
+
+
+def _worker(tmp_path: Path, engine: Engine, store: MemoryStore | None = None) -> tuple[Worker, MemoryStore]:
+    store = store or MemoryStore()
+    storage = LocalStorage(tmp_path / "media", "http://127.0.0.1:1", b"k" * 32)
+    settings = WorkerSettings(lease_s=30, heartbeat_s=0.05, poll_interval_s=0.01, progress_interval_s=0)
+    worker = Worker(store, {"m": engine}, storage, settings, "w1", workdir=tmp_path / "work")  # type: ignore[dict-item]
+    worker.setup()
+    return worker, store
+
+
+def _enqueue(store: MemoryStore, rid: str = "r1") -> None:
+    store.enqueue(NewRequest(request_id=rid, org_id="o", model="m", payload={"prompt": "x"}))
+
+
+def test_success_stores_media_and_records_the_outcome(tmp_path: Path) -> None:
+    worker, store = _worker(tmp_path, Engine())
+    _enqueue(store)
+    assert worker.run_once() is True
+    row = store.get("r1")
+    assert row is not None and row.status is Status.SUCCESS and row.progress == 100
+    assert row.outcome == {
+        "media": [{"id": "0", "key": "requests/r1/video.mp4"}],
+        "video": INFO.as_dict(),
+        "engine": "fake",
+        "thumbnail_key": "requests/r1/thumbnail.jpg",
+    }
+    assert worker.storage.get_bytes("requests/r1/video.mp4") == b"mp4!"
+    assert list((tmp_path / "work").iterdir()) == []  # the attempt's folder is cleaned up
+
+
+def test_engine_failure_ends_failed_with_its_code(tmp_path: Path) -> None:
+    worker, store = _worker(tmp_path, Engine("fail"))
+    _enqueue(store)
+    worker.run_once()
+    row = store.get("r1")
+    assert row is not None and row.status is Status.FAILED
+    assert row.outcome == {"error": {"code": "upstream_rejected", "message": "upstream said no"}}
+
+
+def test_unexpected_engine_error_fails_without_leaking_details(tmp_path: Path) -> None:
+    worker, store = _worker(tmp_path, Engine("crash"))
+    _enqueue(store)
+    worker.run_once()
+    row = store.get("r1")
+    assert row is not None and row.status is Status.FAILED and row.error_code == "engine_error"
+    assert row.error is not None and "secret internal detail" not in row.error and "Traceback" not in row.error
+
+
+def test_cancel_is_honoured_between_steps(tmp_path: Path) -> None:
+    engine = Engine(steps=200, step_s=0.01)
+    worker, store = _worker(tmp_path, engine)
+    _enqueue(store)
+    t = threading.Thread(target=worker.run_once)
+    t.start()
+    assert engine.started.wait(5)
+    store.cancel("r1", "o")
+    t.join(10)
+    row = store.get("r1")
+    assert row is not None and row.status is Status.CANCELLED and row.error_code == "cancelled"
+
+
+def test_shutdown_hands_the_request_back_to_the_queue(tmp_path: Path) -> None:
+    engine = Engine(steps=200, step_s=0.01)
+    worker, store = _worker(tmp_path, engine)
+    _enqueue(store)
+    t = threading.Thread(target=worker.run_once)
+    t.start()
+    assert engine.started.wait(5)
+    worker.stopping.set()
+    t.join(10)
+    row = store.get("r1")
+    assert row is not None and row.status is Status.QUEUED and row.attempts == 0
+
+
+def test_result_of_a_worker_that_lost_its_lease_is_dropped(tmp_path: Path) -> None:
+    engine = Engine(steps=100, step_s=0.01)
+    worker, store = _worker(tmp_path, engine)
+    _enqueue(store)
+    t = threading.Thread(target=worker.run_once)
+    t.start()
+    assert engine.started.wait(5)
+    store.expire_leases("w1")
+    store.recover(max_attempts=3)
+    taken = store.claim("w2", ["m"], 30)
+    assert taken is not None
+    t.join(10)
+    row = store.get("r1")
+    assert row is not None and row.status is Status.PROCESSING and row.lease_owner == "w2"
+
+
+def test_progress_is_reported_while_running(tmp_path: Path) -> None:
+    engine = Engine(steps=50, step_s=0.01)
+    worker, store = _worker(tmp_path, engine)
+    _enqueue(store)
+    seen: list[int] = []
+    t = threading.Thread(target=worker.run_once)
+    t.start()
+    while t.is_alive():
+        row = store.get("r1")
+        assert row is not None
+        seen.append(row.progress)
+        time.sleep(0.005)
+    t.join()
+    assert seen == sorted(seen)
+    assert any(0 < p < 100 for p in seen)
+
+
+def test_job_sees_its_attempt_number(tmp_path: Path) -> None:
+    engine = Engine()
+    worker, store = _worker(tmp_path, engine)
+    _enqueue(store)
+    worker.run_once()
+    assert engine.jobs[0].attempt == 1
