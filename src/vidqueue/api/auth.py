@@ -5,21 +5,25 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header
+from starlette.concurrency import run_in_threadpool
 
 from vidqueue.api.state import AppState, get_state
 from vidqueue.errors import Forbidden, Unauthenticated
-from vidqueue.store.keys import hash_key
 from vidqueue.store import ApiKey
+from vidqueue.store.keys import hash_key
 
 
-def authenticate(
+async def authenticate(
     state: Annotated[AppState, Depends(get_state)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_organization_id: Annotated[
         str | None, Header(description="Optional; must match the API key's organisation.")
     ] = None,
 ) -> ApiKey:
-    """The caller's key; 401 without a valid one, 403 when X-Organization-ID names another organisation."""
+    """The caller's key; 401 without a valid one, 403 when X-Organization-ID names another organisation.
+
+    Async, and the store is asked only on a cache miss: every call passes here, so it must not cost a thread hop.
+    """
     if not authorization:
         raise Unauthenticated("Missing API key: send 'Authorization: Bearer <key>'.")
     scheme, _, token = authorization.partition(" ")
@@ -29,7 +33,7 @@ def authenticate(
     digest = hash_key(token)
     hit, key = state.keys.get(digest)
     if not hit:
-        key = state.store.find_key(digest)
+        key = await run_in_threadpool(state.store.find_key, digest)
         state.keys.put(digest, key)
     if key is None:
         raise Unauthenticated("The API key is not valid (unknown or revoked).")

@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 
 from vidqueue.api.auth import Caller
 from vidqueue.api.present import present_request
@@ -33,10 +34,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
+# Routes answer JSONResponse directly: the response models below document the shapes (tests check real answers
+# against them) without FastAPI re-validating every answer on the hot path.
 router = APIRouter(responses=_ERRORS)
 
 
-def _json_body(request: Request) -> None:
+async def _json_body(request: Request) -> None:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise Unsupported(f"The body must be JSON with 'Content-Type: application/json' (got '{content_type}').")
@@ -59,30 +62,33 @@ def model_details(state: AppState, model_id: str) -> dict[str, Any]:
     return details
 
 
-@router.get("/models", response_model=ModelList, summary="List the models")
-def list_models(_caller: Caller, state: State) -> dict[str, Any]:
+@router.get("/models", response_model=None, responses={200: {"model": ModelList}}, summary="List the models")
+def list_models(_caller: Caller, state: State) -> JSONResponse:
     """Every model this server serves."""
     ids = state.catalog.ids()
-    return {"model_ids": ids, "models": [model_details(state, m) for m in ids]}
+    return JSONResponse({"model_ids": ids, "models": [model_details(state, m) for m in ids]})
 
 
-@router.get("/models/{model_id}", response_model=ModelDetails, summary="One model's details")
-def get_model(model_id: str, _caller: Caller, state: State) -> dict[str, Any]:
+@router.get(
+    "/models/{model_id}", response_model=None, responses={200: {"model": ModelDetails}}, summary="One model's details"
+)
+def get_model(model_id: str, _caller: Caller, state: State) -> JSONResponse:
     """A model's parameters, schema and engine."""
-    return model_details(state, model_id)
+    return JSONResponse(model_details(state, model_id))
 
 
 @router.post(
     "/requests",
-    response_model=RequestOut,
+    response_model=None,
     summary="Submit a request",
     dependencies=[Depends(_json_body)],
     responses={
+        200: {"model": RequestOut},
         413: {"model": ErrorOut, "description": "Body too large"},
         415: {"model": ErrorOut, "description": "Body is not JSON"},
     },
 )
-def submit(body: SubmitBody, caller: Caller, state: State) -> dict[str, Any]:
+def submit(body: SubmitBody, caller: Caller, state: State) -> JSONResponse:
     """Validate the payload (fetching and checking an input image) and queue the request."""
     spec = state.catalog.get(body.model)
     payload = spec.validate(body.payload)
@@ -109,19 +115,23 @@ def submit(body: SubmitBody, caller: Caller, state: State) -> dict[str, Any]:
             input_key=input_key,
         )
     )
-    return present_request(record, state.storage, state.settings.media_url_ttl_s)
+    return JSONResponse(present_request(record, state.storage, state.settings.media_url_ttl_s))
 
 
-@router.get("/requests/{request_id}", response_model=RequestOut, summary="One request")
-def get_request(request_id: str, caller: Caller, state: State) -> dict[str, Any]:
+@router.get(
+    "/requests/{request_id}", response_model=None, responses={200: {"model": RequestOut}}, summary="One request"
+)
+def get_request(request_id: str, caller: Caller, state: State) -> JSONResponse:
     """A request of the caller's organisation."""
     record = state.store.get(request_id, caller.org_id)
     if record is None:
         raise NotFound(f"Request '{request_id}' does not exist.")
-    return present_request(record, state.storage, state.settings.media_url_ttl_s)
+    return JSONResponse(present_request(record, state.storage, state.settings.media_url_ttl_s))
 
 
-@router.get("/requests", response_model=RequestList, summary="List requests, newest first")
+@router.get(
+    "/requests", response_model=None, responses={200: {"model": RequestList}}, summary="List requests, newest first"
+)
 def list_requests(
     caller: Caller,
     state: State,
@@ -129,7 +139,7 @@ def list_requests(
     status: Annotated[StatusName | None, Query(description="Only requests in this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """The organisation's requests; `total` counts every match."""
     page = state.store.list(
         caller.org_id,
@@ -139,14 +149,16 @@ def list_requests(
         cursor=cursor,
     )
     ttl = state.settings.media_url_ttl_s
-    return {
-        "requests": [present_request(r, state.storage, ttl) for r in page.items],
-        "total": page.total,
-        "next_cursor": page.next_cursor,
-    }
+    return JSONResponse(
+        {
+            "requests": [present_request(r, state.storage, ttl) for r in page.items],
+            "total": page.total,
+            "next_cursor": page.next_cursor,
+        }
+    )
 
 
-def _cancel(request_id: str, caller: Caller, state: AppState) -> dict[str, Any]:
+def _cancel(request_id: str, caller: Caller, state: AppState) -> JSONResponse:
     record = state.store.cancel(request_id, caller.org_id)
     # A processing request ends when its worker sees the cancel between steps; wait a little for that.
     deadline = time.monotonic() + state.settings.cancel_wait_s
@@ -156,16 +168,26 @@ def _cancel(request_id: str, caller: Caller, state: AppState) -> dict[str, Any]:
         if again is None:
             break
         record = again
-    return present_request(record, state.storage, state.settings.media_url_ttl_s)
+    return JSONResponse(present_request(record, state.storage, state.settings.media_url_ttl_s))
 
 
-@router.post("/requests/{request_id}/cancel", response_model=RequestOut, summary="Cancel a request")
-def cancel_request(request_id: str, caller: Caller, state: State) -> dict[str, Any]:
+@router.post(
+    "/requests/{request_id}/cancel",
+    response_model=None,
+    responses={200: {"model": RequestOut}},
+    summary="Cancel a request",
+)
+def cancel_request(request_id: str, caller: Caller, state: State) -> JSONResponse:
     """Cancel a queued request at once, or a processing one between its steps."""
     return _cancel(request_id, caller, state)
 
 
-@router.delete("/requests/{request_id}", response_model=RequestOut, summary="Cancel a request (same as POST …/cancel)")
-def delete_request(request_id: str, caller: Caller, state: State) -> dict[str, Any]:
+@router.delete(
+    "/requests/{request_id}",
+    response_model=None,
+    responses={200: {"model": RequestOut}},
+    summary="Cancel a request (same as POST …/cancel)",
+)
+def delete_request(request_id: str, caller: Caller, state: State) -> JSONResponse:
     """Same as POST /requests/{request_id}/cancel."""
     return _cancel(request_id, caller, state)

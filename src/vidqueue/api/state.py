@@ -56,7 +56,7 @@ class AppState:
         return self.storage if isinstance(self.storage, LocalStorage) else None
 
 
-def get_state(request: Request) -> AppState:
-    """The app's collaborators, for a route."""
+async def get_state(request: Request) -> AppState:
+    """The app's collaborators, for a route (async: no thread hop for a dict lookup)."""
     state: AppState = request.app.state.vq
     return state
