@@ -140,7 +140,7 @@ def _run_phase(port: int, key: str, path_prefix: str, seconds: float, concurrenc
 def bench_vidqueue(tmp: Path, seconds: float, concurrency: int) -> dict[str, Any]:
     """vidqueue serve --workers 0 (API only, so no worker competes for the core)."""
     port = _free_port()
-    env = {**os.environ, "VIDQUEUE_LOG_LEVEL": "warning"}
+    env = dict(os.environ)
     proc = subprocess.Popen(
         [sys.executable, "-m", "vidqueue", "serve", "--port", str(port), "--workers", "0", "--data-dir", str(tmp)],
         stdout=subprocess.PIPE,

@@ -87,8 +87,8 @@ def serve(
     from vidqueue.api import create_app
     from vidqueue.bootstrap import open_storage
     from vidqueue.catalog import Catalog
-    from vidqueue.store.keys import new_api_key
     from vidqueue.logs import setup_logging
+    from vidqueue.store.keys import new_api_key
     from vidqueue.worker.supervisor import Supervisor
 
     settings = _settings(config, host=host, port=port, data_dir=data_dir, workers=workers, database_url=database_url)

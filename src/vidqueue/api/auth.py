@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header
-from starlette.concurrency import run_in_threadpool
 
 from vidqueue.api.state import AppState, get_state
 from vidqueue.errors import Forbidden, Unauthenticated
@@ -33,7 +32,7 @@ async def authenticate(
     digest = hash_key(token)
     hit, key = state.keys.get(digest)
     if not hit:
-        key = await run_in_threadpool(state.store.find_key, digest)
+        key = await state.call(state.store.find_key, digest)
         state.keys.put(digest, key)
     if key is None:
         raise Unauthenticated("The API key is not valid (unknown or revoked).")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from vidqueue.api.auth import Caller
 from vidqueue.api.present import present_request
@@ -48,11 +50,10 @@ async def _json_body(request: Request) -> None:
         raise TooLarge(f"The body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB.")
 
 
-def model_details(state: AppState, model_id: str) -> dict[str, Any]:
+def model_details(state: AppState, model_id: str, live: dict[str, list[str]]) -> dict[str, Any]:
     """A model's details: the catalog's fields, plus which engine serves it and how many workers do now."""
     spec = state.catalog.get(model_id)
     engine = state.settings.engine_for(model_id)
-    live = state.store.live_workers(LIVE_WORKER_S)
     details = spec.details()
     details.update(
         engine=engine,
@@ -63,18 +64,20 @@ def model_details(state: AppState, model_id: str) -> dict[str, Any]:
 
 
 @router.get("/models", response_model=None, responses={200: {"model": ModelList}}, summary="List the models")
-def list_models(_caller: Caller, state: State) -> JSONResponse:
+async def list_models(_caller: Caller, state: State) -> JSONResponse:
     """Every model this server serves."""
+    live = await state.call(state.store.live_workers, LIVE_WORKER_S)
     ids = state.catalog.ids()
-    return JSONResponse({"model_ids": ids, "models": [model_details(state, m) for m in ids]})
+    return JSONResponse({"model_ids": ids, "models": [model_details(state, m, live) for m in ids]})
 
 
 @router.get(
     "/models/{model_id}", response_model=None, responses={200: {"model": ModelDetails}}, summary="One model's details"
 )
-def get_model(model_id: str, _caller: Caller, state: State) -> JSONResponse:
+async def get_model(model_id: str, _caller: Caller, state: State) -> JSONResponse:
     """A model's parameters, schema and engine."""
-    return JSONResponse(model_details(state, model_id))
+    live = await state.call(state.store.live_workers, LIVE_WORKER_S)
+    return JSONResponse(model_details(state, model_id, live))
 
 
 @router.post(
@@ -88,7 +91,7 @@ def get_model(model_id: str, _caller: Caller, state: State) -> JSONResponse:
         415: {"model": ErrorOut, "description": "Body is not JSON"},
     },
 )
-def submit(body: SubmitBody, caller: Caller, state: State) -> JSONResponse:
+async def submit(body: SubmitBody, caller: Caller, state: State) -> JSONResponse:
     """Validate the payload (fetching and checking an input image) and queue the request."""
     spec = state.catalog.get(body.model)
     payload = spec.validate(body.payload)
@@ -96,7 +99,8 @@ def submit(body: SubmitBody, caller: Caller, state: State) -> JSONResponse:
     input_key: str | None = None
     image_param = spec.image_param()
     if image_param is not None and image_param in payload:
-        image = load_image(
+        image = await run_in_threadpool(
+            load_image,
             payload[image_param],
             allow_private=state.settings.allow_private_urls,
             timeout_s=state.settings.images.fetch_timeout_s,
@@ -104,8 +108,9 @@ def submit(body: SubmitBody, caller: Caller, state: State) -> JSONResponse:
             field=f"payload.{image_param}",
         )
         input_key = f"requests/{request_id}/input.{'png' if image.format == 'png' else 'jpg'}"
-        state.storage.put_bytes(input_key, image.data, image.content_type)
-    record = state.store.enqueue(
+        await run_in_threadpool(state.storage.put_bytes, input_key, image.data, image.content_type)
+    record = await state.call(
+        state.store.enqueue,
         NewRequest(
             request_id=request_id,
             org_id=caller.org_id,
@@ -113,7 +118,7 @@ def submit(body: SubmitBody, caller: Caller, state: State) -> JSONResponse:
             payload=payload,
             priority=body.priority,
             input_key=input_key,
-        )
+        ),
     )
     return JSONResponse(present_request(record, state.storage, state.settings.media_url_ttl_s))
 
@@ -121,9 +126,9 @@ def submit(body: SubmitBody, caller: Caller, state: State) -> JSONResponse:
 @router.get(
     "/requests/{request_id}", response_model=None, responses={200: {"model": RequestOut}}, summary="One request"
 )
-def get_request(request_id: str, caller: Caller, state: State) -> JSONResponse:
+async def get_request(request_id: str, caller: Caller, state: State) -> JSONResponse:
     """A request of the caller's organisation."""
-    record = state.store.get(request_id, caller.org_id)
+    record = await state.call(state.store.get, request_id, caller.org_id)
     if record is None:
         raise NotFound(f"Request '{request_id}' does not exist.")
     return JSONResponse(present_request(record, state.storage, state.settings.media_url_ttl_s))
@@ -132,7 +137,7 @@ def get_request(request_id: str, caller: Caller, state: State) -> JSONResponse:
 @router.get(
     "/requests", response_model=None, responses={200: {"model": RequestList}}, summary="List requests, newest first"
 )
-def list_requests(
+async def list_requests(
     caller: Caller,
     state: State,
     model_id: Annotated[str | None, Query(description="Only this model's requests.")] = None,
@@ -141,7 +146,8 @@ def list_requests(
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
 ) -> JSONResponse:
     """The organisation's requests; `total` counts every match."""
-    page = state.store.list(
+    page = await state.call(
+        state.store.list,
         caller.org_id,
         model=model_id,
         status=Status(status) if status else None,
@@ -158,13 +164,13 @@ def list_requests(
     )
 
 
-def _cancel(request_id: str, caller: Caller, state: AppState) -> JSONResponse:
-    record = state.store.cancel(request_id, caller.org_id)
+async def _cancel(request_id: str, caller: Caller, state: AppState) -> JSONResponse:
+    record = await state.call(state.store.cancel, request_id, caller.org_id)
     # A processing request ends when its worker sees the cancel between steps; wait a little for that.
     deadline = time.monotonic() + state.settings.cancel_wait_s
     while record.status is Status.PROCESSING and time.monotonic() < deadline:
-        time.sleep(0.05)
-        again = state.store.get(request_id, caller.org_id)
+        await asyncio.sleep(0.05)
+        again = await state.call(state.store.get, request_id, caller.org_id)
         if again is None:
             break
         record = again
@@ -177,9 +183,9 @@ def _cancel(request_id: str, caller: Caller, state: AppState) -> JSONResponse:
     responses={200: {"model": RequestOut}},
     summary="Cancel a request",
 )
-def cancel_request(request_id: str, caller: Caller, state: State) -> JSONResponse:
+async def cancel_request(request_id: str, caller: Caller, state: State) -> JSONResponse:
     """Cancel a queued request at once, or a processing one between its steps."""
-    return _cancel(request_id, caller, state)
+    return await _cancel(request_id, caller, state)
 
 
 @router.delete(
@@ -188,6 +194,6 @@ def cancel_request(request_id: str, caller: Caller, state: State) -> JSONRespons
     responses={200: {"model": RequestOut}},
     summary="Cancel a request (same as POST …/cancel)",
 )
-def delete_request(request_id: str, caller: Caller, state: State) -> JSONResponse:
+async def delete_request(request_id: str, caller: Caller, state: State) -> JSONResponse:
     """Same as POST /requests/{request_id}/cancel."""
-    return _cancel(request_id, caller, state)
+    return await _cancel(request_id, caller, state)

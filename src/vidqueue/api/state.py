@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from fastapi import Request
 from prometheus_client import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
 
 from vidqueue.catalog import Catalog
 from vidqueue.config import Settings
 from vidqueue.media.storage import LocalStorage, Storage
 from vidqueue.store import ApiKey, Store
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,6 +55,16 @@ class AppState:
     catalog: Catalog
     keys: KeyCache = field(default_factory=KeyCache)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a store call: inline when the store's calls are local and quick, else in a thread.
+
+        On one core a thread hop per call costs more than the SQLite call itself, and threads that hold the
+        write lock get preempted by the GIL; the event loop doing SQLite's work serially is both faster and fairer.
+        """
+        if self.store.inline_calls:
+            return fn(*args, **kwargs)
+        return await run_in_threadpool(fn, *args, **kwargs)
 
     @property
     def local_storage(self) -> LocalStorage | None:

@@ -16,6 +16,9 @@ class Store(Protocol):
     that matches no row raises ``LeaseLost``.
     """
 
+    #: Calls are local and take well under a millisecond (SQLite, memory): an event loop may run them inline.
+    inline_calls: bool
+
     # -- the API side ------------------------------------------------------------------------------------
     def enqueue(self, new: NewRequest) -> RequestRecord:
         """Insert a queued request."""

@@ -25,6 +25,8 @@ from vidqueue.store.sql import log_transition
 class MemoryStore:
     """The store interface over dicts, guarded by one lock."""
 
+    inline_calls = True
+
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._lock = threading.RLock()

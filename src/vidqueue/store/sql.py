@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import contextlib
+import json
 import logging
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,6 +36,11 @@ from vidqueue.store.schema import api_keys, requests, workers
 log = logging.getLogger("vidqueue.store")
 
 _R = requests.c
+# Built once: constructing a statement costs more than running it on SQLite.
+_GET = sa.select(requests).where(_R.request_id == sa.bindparam("rid"))
+_GET_IN_ORG = _GET.where(_R.org_id == sa.bindparam("org"))
+_INSERT = sa.insert(requests).returning(*requests.c)
+_FIND_KEY = sa.select(api_keys).where(api_keys.c.key_hash == sa.bindparam("h"), api_keys.c.revoked_at.is_(None))
 
 
 def create_db_engine(url: str) -> Engine:
@@ -53,15 +61,17 @@ def create_db_engine(url: str) -> Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            immediate = conn.get_execution_options().get("immediate")
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            options = conn.get_execution_options()
+            if options.get("readonly"):
+                return  # one statement needs no transaction: the driver runs it in autocommit
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("immediate") else "BEGIN")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def _record(row: Row[Any], position: int | None = None) -> RequestRecord:
-    m = row._mapping
+def _record(row: Row[Any] | Mapping[str, Any], position: int | None = None) -> RequestRecord:
+    m = row._mapping if isinstance(row, Row) else row
     return RequestRecord(
         request_id=m["request_id"],
         seq=m["seq"],
@@ -110,15 +120,90 @@ def log_transition(request_id: str, old: Status | str, new: Status, **extra: Any
     log.info("request %s %s -> %s%s", request_id, old, new, f" {tail}" if tail else "")
 
 
+_JSON_COLUMNS = frozenset(c.name for c in requests.c if isinstance(c.type, sa.JSON))
+
+
+class _FastSqlite:
+    """The API's two hottest calls, GET of one request and the submit's INSERT, straight through the driver.
+
+    SQLAlchemy Core costs several times what SQLite itself does for these; the statements are still compiled
+    from the one schema, and writes still take the store's write lock.
+    """
+
+    def __init__(self, engine: Engine, write_lock: Any) -> None:
+        self._path = engine.url.database or ""
+        self._write_lock = write_lock
+        # The sqlite dialect compiles bind parameters to "?", in the order they appear.
+        self._sql_get = str(_GET.compile(dialect=engine.dialect))
+        self._sql_get_org = str(_GET_IN_ORG.compile(dialect=engine.dialect))
+        self._insert_columns = [c.name for c in requests.c if c.name != "seq"]
+        self._sql_insert = str(sa.insert(requests).compile(dialect=engine.dialect, column_keys=self._insert_columns))
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # A connection of this thread's own, outside the pool, in autocommit (we BEGIN ourselves).
+            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def get(self, request_id: str, org_id: str | None) -> dict[str, Any] | None:
+        try:
+            cur = self._conn().cursor()
+            if org_id is None:
+                cur.execute(self._sql_get, (request_id,))
+            else:
+                cur.execute(self._sql_get_org, (request_id, org_id))
+            row = cur.fetchone()
+            names = [d[0] for d in cur.description]
+            cur.close()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"The store is unavailable: {exc}") from exc
+        if row is None:
+            return None
+        out = dict(zip(names, row, strict=True))
+        for name in _JSON_COLUMNS:
+            if out[name] is not None:
+                out[name] = json.loads(out[name])
+        return out
+
+    def insert(self, values: dict[str, Any]) -> dict[str, Any]:
+        full = {name: values.get(name) for name in self._insert_columns}
+        params = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in full.items()]
+        try:
+            with self._write_lock:
+                conn = self._conn()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    cur = conn.execute(self._sql_insert, params)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"The store is unavailable: {exc}") from exc
+        return {**full, "seq": cur.lastrowid}
+
+
 class SqlStore:
     """The requests table on a SQL database."""
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
         self._clock = clock
+        # SQLite calls take microseconds: reads in WAL never wait, writes wait only on other short writes.
+        self.inline_calls = engine.dialect.name == "sqlite"
+        self._order: list[tuple[int, int]] = []
+        self._order_at = -float("inf")
+        self._order_ttl = 0.5
+        self._order_lock = threading.Lock()
         # SQLite has one writer at a time and its busy handler backs off by sleeping (up to 100 ms a try), so
         # threads of one process queue on a lock instead: a hand-off in microseconds.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        self._fast = _FastSqlite(engine, self._write_lock) if engine.dialect.name == "sqlite" else None
 
     @classmethod
     def open(cls, url: str, clock: Callable[[], float] = time.time, *, migrate_now: bool = True) -> SqlStore:
@@ -133,10 +218,15 @@ class SqlStore:
 
     # -- plumbing ----------------------------------------------------------------------------------------
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def _read(self, *, single: bool = False) -> Iterator[Connection]:
+        """A read transaction; ``single`` for one statement, which needs none (saves BEGIN and COMMIT)."""
         try:
-            with self._engine.connect() as conn, conn.begin():
-                yield conn
+            with self._engine.connect() as conn:
+                if single:
+                    yield conn.execution_options(readonly=True)
+                    return
+                with conn.begin():
+                    yield conn
         except OperationalError as exc:
             raise StoreUnavailable(f"The store is unavailable: {exc.orig}") from exc
 
@@ -150,20 +240,37 @@ class SqlStore:
         except OperationalError as exc:
             raise StoreUnavailable(f"The store is unavailable: {exc.orig}") from exc
 
-    def _position(self, conn: Connection, priority: int, seq: int) -> int:
-        # Claim order among queued rows: higher priority first, then older (fairness aside).
-        ahead = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(requests)
-            .where(
-                _R.status == Status.QUEUED.value,
-                sa.or_(_R.priority > priority, sa.and_(_R.priority == priority, _R.seq < seq)),
-            )
-        ).scalar_one()
-        return int(ahead) + 1
+    def _positions(self, rows: Sequence[Row[Any] | Mapping[str, Any]]) -> dict[str, int]:
+        maps = [r._mapping if isinstance(r, Row) else r for r in rows]
+        queued = [m for m in maps if m["status"] == Status.QUEUED.value]
+        if not queued:
+            return {}
+        order = self._queue_order()
+        # bisect places rows newer than the snapshot at its end, where they are.
+        return {m["request_id"]: bisect.bisect_left(order, (-m["priority"], m["seq"])) + 1 for m in queued}
 
-    def _positions(self, conn: Connection, rows: Sequence[Row[Any]]) -> dict[str, int]:
-        return {r.request_id: self._position(conn, r.priority, r.seq) for r in rows if r.status == "queued"}
+    def _queue_order(self) -> list[tuple[int, int]]:
+        """The claim order of queued rows, re-read at most every refresh interval (positions are estimates).
+
+        Counting the rows ahead on every read costs O(queue) per request; one snapshot serves every read until
+        it is refreshed, and the refresh interval grows with the cost of a refresh so it stays a small share.
+        """
+        with self._order_lock:
+            now = time.monotonic()
+            if now - self._order_at < self._order_ttl:
+                return self._order
+            with self._engine.connect() as conn:
+                conn = conn.execution_options(readonly=True)
+                rows = conn.execute(
+                    sa.select(_R.priority, _R.seq)
+                    .where(_R.status == Status.QUEUED.value)
+                    .order_by(_R.priority.desc(), _R.seq)
+                ).all()
+            self._order = [(-p, q) for p, q in rows]
+            took = time.monotonic() - now
+            self._order_at = time.monotonic()
+            self._order_ttl = max(0.5, 20 * took)
+            return self._order
 
     # -- the API side ------------------------------------------------------------------------------------
     def enqueue(self, new: NewRequest) -> RequestRecord:
@@ -181,24 +288,29 @@ class SqlStore:
             "queued_at": now,
             "callback_url": new.callback_url,
             "input_key": new.input_key,
+            "progress": 0,
+            "attempts": 0,
         }
-        with self._write() as conn:
-            row = conn.execute(sa.insert(requests).values(**values).returning(*requests.c)).one()
-            position = self._position(conn, row.priority, row.seq)
+        row: Row[Any] | dict[str, Any]
+        if self._fast is not None:
+            row = self._fast.insert(values)
+        else:
+            with self._write() as conn:
+                row = conn.execute(_INSERT, values).one()
         log_transition(new.request_id, "new", Status.QUEUED, model=new.model, org=new.org_id)
-        return _record(row, position)
+        return _record(row, self._positions([row]).get(new.request_id))
 
     def get(self, request_id: str, org_id: str | None = None) -> RequestRecord | None:
         """One request (only within ``org_id`` when given), with its queue position."""
-        query = sa.select(requests).where(_R.request_id == request_id)
-        if org_id is not None:
-            query = query.where(_R.org_id == org_id)
-        with self._read() as conn:
-            row = conn.execute(query).one_or_none()
-            if row is None:
-                return None
-            pos = self._positions(conn, [row]).get(request_id)
-        return _record(row, pos)
+        if self._fast is not None:
+            row: Row[Any] | dict[str, Any] | None = self._fast.get(request_id, org_id)
+        else:
+            query = _GET if org_id is None else _GET_IN_ORG
+            with self._read(single=True) as conn:
+                row = conn.execute(query, {"rid": request_id, "org": org_id}).one_or_none()
+        if row is None:
+            return None
+        return _record(row, self._positions([row]).get(request_id))
 
     def list(
         self,
@@ -223,7 +335,7 @@ class SqlStore:
             rows = conn.execute(sa.select(requests).where(*page_where).order_by(_R.seq.desc()).limit(limit + 1)).all()
             more = len(rows) > limit
             rows = rows[:limit]
-            positions = self._positions(conn, rows)
+        positions = self._positions(rows)
         items = [_record(r, positions.get(r.request_id)) for r in rows]
         return Page(items=items, total=total, next_cursor=encode_cursor(items[-1].seq) if more else None)
 
@@ -476,10 +588,8 @@ class SqlStore:
 
     def find_key(self, key_hash: str) -> ApiKey | None:
         """The active key with this hash."""
-        with self._read() as conn:
-            row = conn.execute(
-                sa.select(api_keys).where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
-            ).one_or_none()
+        with self._read(single=True) as conn:
+            row = conn.execute(_FIND_KEY, {"h": key_hash}).one_or_none()
         return _key(row) if row is not None else None
 
     def list_keys(self, org_id: str | None = None) -> builtins.list[ApiKey]:

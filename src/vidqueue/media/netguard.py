@@ -1,0 +1,369 @@
+"""Fetching a user-given URL without letting it reach private networks (an SSRF guard).
+
+Every hop is checked before any connection is made: the scheme must be http or https, and every address the
+host resolves to must be public (not private, loopback, link-local, multicast, reserved or unspecified, for
+IPv4 and IPv6, IPv4-mapped and NAT64 forms included). The connection then goes to the vetted address itself,
+with the original name in the ``Host`` header and as the TLS server name (httpcore's ``sni_hostname``
+request extension, which also drives certificate hostname checks), so a second DNS answer cannot swap in
+another address (DNS rebinding). Redirects are followed by hand, each hop checked the same way. The whole
+fetch, slow bodies included, ends by one deadline, and the body is cut off past a byte cap.
+
+Failures raise ``FetchError`` (or ``BlockedAddress``); callers translate them into the error tree, e.g.
+``media.images`` into ``InvalidImage``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.cookiejar
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Sequence[str]]
+"""Maps (host, port) to the IP addresses (as text) a connection could go to."""
+
+MAX_REDIRECTS = 5
+_REDIRECTS = {301, 302, 303, 307, 308}
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT: not global, not "private" in 3.11
+
+
+class FetchError(Exception):
+    """A URL could not be fetched; the message says why, in words fit for the client."""
+
+
+class BlockedAddress(FetchError):
+    """A URL points to an address the guard refuses."""
+
+
+class TooBig(FetchError):
+    """The response body is over the byte cap."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A fetched body and what the server said about it."""
+
+    data: bytes
+    content_type: str | None
+    url: str  # the final URL, after redirects
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Resolve ``host`` with getaddrinfo; every address it may connect to, in order, without repeats."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: dict[str, None] = {}
+    for info in infos:
+        seen.setdefault(str(info[4][0]), None)
+    return list(seen)
+
+
+def blocked_reason(address: IPAddress) -> str | None:
+    """Why an address is refused (e.g. ``"loopback"``), or None when it is a public address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or (
+            ipaddress.IPv4Address(int(address) & 0xFFFFFFFF) if address in _NAT64 else None
+        )
+        if embedded is not None:
+            return blocked_reason(embedded)
+        if address.sixtofour is not None:
+            reason = blocked_reason(address.sixtofour)
+            if reason is not None:
+                return reason
+        if address.teredo is not None:
+            reason = blocked_reason(address.teredo[1])
+            if reason is not None:
+                return reason
+    checks = (
+        ("unspecified", address.is_unspecified),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
+        ("shared (carrier-grade NAT)", isinstance(address, ipaddress.IPv4Address) and address in _SHARED),
+        ("not globally routable", not address.is_global),
+    )
+    for name, hit in checks:
+        if hit:
+            return name
+    return None
+
+
+def parse_networks(networks: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
+    """Parse CIDR strings (``"10.1.0.0/16"``) into networks; a bare address is a one-address network."""
+    return tuple(
+        n if isinstance(n, ipaddress.IPv4Network | ipaddress.IPv6Network) else ipaddress.ip_network(n) for n in networks
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    """One vetted hop: where to connect and how to name the server."""
+
+    url: httpx.URL  # as the user (or the redirect) gave it
+    address: str  # the vetted IP to connect to
+
+    @property
+    def connect_url(self) -> httpx.URL:
+        """The URL with the host replaced by the vetted address."""
+        return self.url.copy_with(host=self.address)
+
+    @property
+    def host_header(self) -> str:
+        """The Host header the server expects (name, and port when it is not the scheme's default)."""
+        return self.url.netloc.decode("ascii")
+
+
+def vet_url(
+    url: str | httpx.URL,
+    *,
+    allow_private: bool = False,
+    allowed_networks: Sequence[IPNetwork] = (),
+    resolver: Resolver | None = None,
+    resolve_timeout_s: float | None = None,
+) -> Target:
+    """Check one hop (scheme, host, every resolved address) and pick the address to connect to."""
+    try:
+        parsed = httpx.URL(url) if isinstance(url, str) else url
+    except httpx.InvalidURL as exc:
+        raise FetchError(f"is not a valid URL ({exc})") from exc
+    if parsed.scheme not in ("http", "https"):
+        raise FetchError("must use http or https")
+    host = parsed.host
+    if not host:
+        raise FetchError("has no host name")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    addresses: list[IPAddress]
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        addresses = []
+    if not addresses:
+        # A name, or a numeric form ipaddress does not take ("2130706433", "127.1"): getaddrinfo reads
+        # those the way the socket layer would, so they are checked as what they really connect to.
+        try:
+            answers = _resolve(resolver or system_resolver, host, port, resolve_timeout_s)
+        except TimeoutError as exc:
+            raise FetchError(f"could not be fetched: resolving {host!r} took too long") from exc
+        except (OSError, UnicodeError) as exc:
+            raise FetchError(f"could not be fetched: the host {host!r} could not be resolved") from exc
+        try:
+            addresses = [ipaddress.ip_address(a) for a in answers]
+        except ValueError as exc:
+            raise FetchError(f"could not be fetched: bad address for {host!r} ({exc})") from exc
+        if not addresses:
+            raise FetchError(f"could not be fetched: the host {host!r} could not be resolved")
+    if not allow_private:
+        for address in addresses:
+            reason = blocked_reason(address)
+            if reason is not None and not any(address in net for net in allowed_networks):
+                where = f"{host} is {reason}" if str(address) == host else f"{host} resolves to {address}, {reason}"
+                raise BlockedAddress(
+                    f"points to a private, loopback or link-local address, which is not allowed ({where})"
+                )
+    # Connect to the first answer, the one getaddrinfo ranks best; all of them passed the check.
+    return Target(url=parsed, address=str(addresses[0]))
+
+
+def fetch(
+    url: str,
+    *,
+    allow_private: bool = False,
+    allowed_networks: Sequence[IPNetwork] = (),
+    timeout_s: float = 10.0,
+    max_bytes: int = 10 * 1024 * 1024,
+    max_redirects: int = MAX_REDIRECTS,
+    resolver: Resolver | None = None,
+    transport: httpx.BaseTransport | None = None,
+    headers: dict[str, str] | None = None,
+) -> Fetched:
+    """GET ``url`` through the guard: vetted hops, manual redirects, one deadline, a byte cap."""
+    deadline = _Deadline(timeout_s)
+    # Env proxies would resolve names themselves and bypass the pinning; cookies must never carry over.
+    client = httpx.Client(
+        transport=transport,
+        trust_env=False,
+        follow_redirects=False,
+        cookies=http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+    )
+    try:
+        current: str | httpx.URL = url
+        for _hop in range(max_redirects + 1):
+            target = vet_url(
+                current,
+                allow_private=allow_private,
+                allowed_networks=allowed_networks,
+                resolver=resolver,
+                resolve_timeout_s=max(0.0, deadline.remaining()),
+            )
+            response = _send(client, target, deadline, headers or {})
+            try:
+                if response.status_code in _REDIRECTS:
+                    location = response.headers.get("location")
+                    if not location:
+                        raise FetchError(f"could not be fetched: HTTP {response.status_code} without a Location")
+                    current = target.url.join(location)
+                    continue
+                if response.status_code != 200:
+                    raise FetchError(f"could not be fetched: the server answered HTTP {response.status_code}")
+                data = _read_capped(response, max_bytes, deadline)
+                return Fetched(data=data, content_type=response.headers.get("content-type"), url=str(target.url))
+            finally:
+                response.close()
+        raise FetchError(f"could not be fetched: more than {max_redirects} redirects")
+    except httpx.HTTPError as exc:
+        if deadline.expired():
+            raise FetchError(f"could not be fetched within {timeout_s:g} s") from exc
+        raise FetchError(f"could not be fetched: {_describe(exc)}") from exc
+    finally:
+        deadline.cancel()
+        if transport is None:
+            client.close()  # a caller's transport stays open for the caller to reuse
+
+
+def _resolve(resolver: Resolver, host: str, port: int, timeout_s: float | None) -> Sequence[str]:
+    if timeout_s is None:
+        return resolver(host, port)
+    # getaddrinfo cannot be interrupted; run it aside and stop waiting at the deadline. The thread is a
+    # daemon so a hung lookup never holds up the process's exit.
+    result: list[Sequence[str]] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(resolver(host, port))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=run, name="vidqueue-resolve", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if error:
+        raise error[0]
+    if not result:
+        raise TimeoutError(f"resolving {host} took more than {timeout_s:g} s")
+    return result[0]
+
+
+def _send(client: httpx.Client, target: Target, deadline: _Deadline, headers: dict[str, str]) -> httpx.Response:
+    remaining = deadline.remaining()
+    if remaining <= 0:
+        raise FetchError("could not be fetched within the time limit")
+    extensions: dict[str, Any] = {"trace": deadline.trace}
+    if target.url.scheme == "https":
+        extensions["sni_hostname"] = target.url.host
+    request = client.build_request(
+        "GET",
+        target.connect_url,
+        headers={
+            **headers,
+            "Host": target.host_header,
+            "Accept": "image/png,image/jpeg;q=0.9,*/*;q=0.1",
+            # Compressed bodies are fine (the cap counts decoded bytes) but identity keeps it simple.
+            "Accept-Encoding": "identity",
+        },
+        timeout=httpx.Timeout(remaining),
+        extensions=extensions,
+    )
+    return client.send(request, stream=True)
+
+
+def _read_capped(response: httpx.Response, max_bytes: int, deadline: _Deadline) -> bytes:
+    length = response.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise TooBig(f"must be at most {format_bytes(max_bytes)}")
+    chunks: list[bytes] = []
+    total = 0
+    for chunk in response.iter_bytes():
+        total += len(chunk)
+        if total > max_bytes:
+            raise TooBig(f"must be at most {format_bytes(max_bytes)}")
+        chunks.append(chunk)
+        if deadline.expired():
+            raise httpx.ReadTimeout("deadline passed")
+    if deadline.expired():
+        raise httpx.ReadTimeout("deadline passed")
+    return b"".join(chunks)
+
+
+def format_bytes(n: int) -> str:
+    """A byte count the way people say it: ``10 MB``, ``512 KB``, ``100 bytes``."""
+    for unit, size in (("MB", 1024 * 1024), ("KB", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "the server did not answer in time"
+    if isinstance(exc, httpx.ConnectError):
+        return f"could not connect ({exc})"
+    return f"{type(exc).__name__} ({exc})"
+
+
+class _Deadline:
+    """One deadline for a whole fetch.
+
+    httpx timeouts bound each socket operation, not the total, so a server that drips a byte a second never
+    trips them. A timer therefore shuts down the sockets of this fetch when the deadline passes; the blocked
+    read returns at once and the fetch fails. httpcore's ``trace`` extension hands over each new stream.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._done = False
+        self._fired = False
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self) -> float:
+        return self._end - time.monotonic()
+
+    def expired(self) -> bool:
+        return self._fired or self.remaining() <= 0
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event.endswith((".connect_tcp.complete", ".start_tls.complete")):
+            stream = info.get("return_value")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if isinstance(sock, socket.socket):
+                with self._lock:
+                    if self._fired:
+                        _shutdown(sock)
+                    else:
+                        self._sockets.append(sock)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._done = True
+            self._sockets.clear()
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._fired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # The plain socket method, also for an SSLSocket: its own shutdown() drops the TLS object under a reader
+    # in another thread; shutting the descriptor makes that reader see end-of-stream instead.
+    with contextlib.suppress(OSError):  # already closed
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
