@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,7 +24,6 @@ app = typer.Typer(
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
-err = Console(stderr=True)
 log = logging.getLogger("vidqueue")
 
 ConfigOpt = Annotated[
@@ -47,12 +46,17 @@ DatabaseOpt = Annotated[
 ]
 
 
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one plain line to stderr (no markup, no wrapping) and exit."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
 def _settings(config: Path | None, **overrides: Any) -> Settings:
     try:
         return load_settings(config, overrides=overrides)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from exc
+        fail(exc.message, 2)
 
 
 def _store(settings: Settings) -> Any:
@@ -60,9 +64,10 @@ def _store(settings: Settings) -> Any:
 
     try:
         return store_for(settings)
+    except ConfigError as exc:
+        fail(exc.message, 2)
     except StoreUnavailable as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from exc
+        fail(exc.message)
 
 
 @app.command()
@@ -89,12 +94,18 @@ def serve(
     from vidqueue.catalog import Catalog
     from vidqueue.logs import setup_logging
     from vidqueue.store.keys import new_api_key
+    from vidqueue.worker.engines import build_engines
     from vidqueue.worker.supervisor import Supervisor
 
     settings = _settings(config, host=host, port=port, data_dir=data_dir, workers=workers, database_url=database_url)
     setup_logging(settings.log_level)
-    store = _store(settings)
     catalog = Catalog()
+    try:
+        # Refuse a routing the workers could not serve now, rather than let them die and restart forever.
+        build_engines(settings, catalog)
+    except ConfigError as exc:
+        fail(exc.message, 2)
+    store = _store(settings)
     if not store.list_keys():
         plaintext, record = new_api_key("default", "first key")
         store.add_key(record)
@@ -129,8 +140,7 @@ def worker(data_dir: DataDirOpt = None, config: ConfigOpt = None, database_url: 
     try:
         run_worker(settings)
     except (ConfigError, StoreUnavailable) as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from exc
+        fail(exc.message)
 
 
 @keys_app.command("create")
@@ -145,8 +155,7 @@ def keys_create(
     from vidqueue.store.keys import new_api_key
 
     if not org.strip() or len(org) > 128:
-        err.print("[red]error:[/red] --org must be 1 to 128 characters")
-        raise typer.Exit(2)
+        fail("--org must be 1 to 128 characters", 2)
     store = _store(_settings(config, data_dir=data_dir, database_url=database_url))
     plaintext, record = new_api_key(org, name or f"key for {org}")
     store.add_key(record)
@@ -190,8 +199,7 @@ def keys_revoke(
     revoked = store.revoke_key(key_id)
     store.close()
     if not revoked:
-        err.print(f"[red]error:[/red] no active key with id {key_id}")
-        raise typer.Exit(1)
+        fail(f"no active key with id {key_id}")
     typer.echo(f"Revoked {key_id}.")
 
 

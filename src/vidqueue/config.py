@@ -130,8 +130,10 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
 
 
 def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    for part in path[:-1]:
+    for i, part in enumerate(path[:-1]):
         tree = tree.setdefault(part, {})
+        if not isinstance(tree, dict):
+            raise ConfigError(f"Invalid settings: {'.'.join(path[: i + 1])} must be a table, not a single value.")
     tree[path[-1]] = value
 
 
@@ -151,6 +153,10 @@ def load_settings(
             raise ConfigError(f"Config file {path} does not exist.") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"Config file {path} is not UTF-8 text.") from exc
+        except OSError as exc:
+            raise ConfigError(f"Config file {path} cannot be read: {exc.strerror or exc}.") from exc
     for name, dotted in _ENV_PATHS.items():
         raw = env.get(f"VIDQUEUE_{name}")
         if raw is not None and raw != "":

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from vidqueue import __version__
 from vidqueue.api import media_routes, ops, routes
+from vidqueue.api.auth import document_auth
 from vidqueue.api.errors import install_error_handlers
 from vidqueue.api.state import AppState
 from vidqueue.catalog import Catalog
@@ -19,9 +22,12 @@ A GMI Cloud-compatible video-generation request queue. Submit a prompt, get a re
 """
 
 
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a 10 MB image as base64, and the rest of the body
+
+
 def create_app(settings: Settings, store: Store, storage: Storage, catalog: Catalog | None = None) -> FastAPI:
     """Build the ASGI app over a store, media storage and model catalog."""
-    app = FastAPI(title="vidqueue", version=__version__, description=DESCRIPTION)
+    app = FastAPI(title="vidqueue", version=__version__, description=DESCRIPTION, max_body_size=MAX_BODY_BYTES)
     registry, histogram = ops.new_registry(store)
     app.state.vq = AppState(
         settings=settings, store=store, storage=storage, catalog=catalog or Catalog(), registry=registry
@@ -33,4 +39,11 @@ def create_app(settings: Settings, store: Store, storage: Storage, catalog: Cata
     app.include_router(media_routes.router)
     app.include_router(ops.router)
     app.add_middleware(ops.HttpMetrics, histogram=histogram)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_auth(FastAPI.openapi(app), routes.BASE_PATHS)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Depends, Header
+from fastapi import Depends, Request
 
 from vidqueue.api.state import AppState, get_state
 from vidqueue.errors import Forbidden, Unauthenticated
@@ -12,17 +13,29 @@ from vidqueue.store import ApiKey
 from vidqueue.store.keys import hash_key
 
 
-async def authenticate(
-    state: Annotated[AppState, Depends(get_state)],
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_organization_id: Annotated[
-        str | None, Header(description="Optional; must match the API key's organisation.")
-    ] = None,
-) -> ApiKey:
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated call: the key, and the app's collaborators (one dependency serves both)."""
+
+    key: ApiKey
+    state: AppState
+
+    @property
+    def org_id(self) -> str:
+        """The caller's organisation."""
+        return self.key.org_id
+
+
+async def authenticate(request: Request) -> Caller:
     """The caller's key; 401 without a valid one, 403 when X-Organization-ID names another organisation.
 
-    Async, and the store is asked only on a cache miss: every call passes here, so it must not cost a thread hop.
+    Every call passes here, so it is one plain dependency that reads the headers itself (no thread hop, no
+    sub-dependencies), and the store is asked only on a cache miss. The OpenAPI document gets the bearer scheme
+    and the header from ``document_auth``.
     """
+    state = await get_state(request)
+    authorization = request.headers.get("authorization")
+    x_organization_id = request.headers.get("x-organization-id")
     if not authorization:
         raise Unauthenticated("Missing API key: send 'Authorization: Bearer <key>'.")
     scheme, _, token = authorization.partition(" ")
@@ -38,7 +51,33 @@ async def authenticate(
         raise Unauthenticated("The API key is not valid (unknown or revoked).")
     if x_organization_id is not None and x_organization_id != key.org_id:
         raise Forbidden("The X-Organization-ID header does not match the API key's organisation.")
-    return key
+    return Caller(key, state)
 
 
-Caller = Annotated[ApiKey, Depends(authenticate)]
+Auth = Annotated[Caller, Depends(authenticate)]
+
+
+def document_auth(spec: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
+    """Add the bearer scheme and the X-Organization-ID header to every operation under the API's base paths."""
+    spec.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key from `vidqueue keys create`.",
+    }
+    header = {
+        "name": "X-Organization-ID",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "Optional; must match the API key's organisation (else 403).",
+    }
+    for path, operations in spec.get("paths", {}).items():
+        if not path.startswith(prefixes):
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"bearer": []}]
+            operation.setdefault("parameters", []).append(header)
+            operation.setdefault("responses", {}).setdefault(
+                "401", {"description": "No or bad API key", "content": {"application/json": {}}}
+            )
+    return spec

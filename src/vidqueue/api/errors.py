@@ -75,8 +75,13 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    content_type = request.headers.get("content-type", "")
+    if request.method in ("POST", "PUT", "PATCH") and content_type.split(";")[0].strip().lower() != "application/json":
+        # Checked here rather than in a dependency, so valid JSON calls pay nothing for it.
+        message = f"The body must be JSON with 'Content-Type: application/json' (got '{content_type}')."
+        return JSONResponse(error_body(message, Unsupported.code), status_code=415)
     details: list[FieldError] = []
     for err in exc.errors():
         if err.get("type") == "json_invalid":

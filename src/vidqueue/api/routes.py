@@ -7,23 +7,21 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from vidqueue.api.auth import Caller
+from vidqueue.api.auth import Auth, Caller
 from vidqueue.api.present import present_request
 from vidqueue.api.schemas import ErrorOut, ModelDetails, ModelList, RequestList, RequestOut, StatusName, SubmitBody
-from vidqueue.api.state import AppState, get_state
-from vidqueue.errors import NotFound, TooLarge, Unsupported
+from vidqueue.api.state import AppState
+from vidqueue.errors import NotFound
 from vidqueue.media.images import load_image
 from vidqueue.store import NewRequest, Status
 
 BASE_PATHS = ("/api/v1/ie/requestqueue/apikey", "/api/v1/ie/requestqueue")
-MAX_BODY_BYTES = 16 * 1024 * 1024  # a 10 MB image as base64, and the rest of the body
 LIVE_WORKER_S = 30.0
 
-State = Annotated[AppState, Depends(get_state)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
@@ -41,15 +39,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(responses=_ERRORS)
 
 
-async def _json_body(request: Request) -> None:
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise Unsupported(f"The body must be JSON with 'Content-Type: application/json' (got '{content_type}').")
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise TooLarge(f"The body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB.")
-
-
 def model_details(state: AppState, model_id: str, live: dict[str, list[str]]) -> dict[str, Any]:
     """A model's details: the catalog's fields, plus which engine serves it and how many workers do now."""
     spec = state.catalog.get(model_id)
@@ -64,7 +53,8 @@ def model_details(state: AppState, model_id: str, live: dict[str, list[str]]) ->
 
 
 @router.get("/models", response_model=None, responses={200: {"model": ModelList}}, summary="List the models")
-async def list_models(_caller: Caller, state: State) -> JSONResponse:
+async def list_models(caller: Auth) -> JSONResponse:
+    state = caller.state
     """Every model this server serves."""
     live = await state.call(state.store.live_workers, LIVE_WORKER_S)
     ids = state.catalog.ids()
@@ -74,7 +64,8 @@ async def list_models(_caller: Caller, state: State) -> JSONResponse:
 @router.get(
     "/models/{model_id}", response_model=None, responses={200: {"model": ModelDetails}}, summary="One model's details"
 )
-async def get_model(model_id: str, _caller: Caller, state: State) -> JSONResponse:
+async def get_model(model_id: str, caller: Auth) -> JSONResponse:
+    state = caller.state
     """A model's parameters, schema and engine."""
     live = await state.call(state.store.live_workers, LIVE_WORKER_S)
     return JSONResponse(model_details(state, model_id, live))
@@ -84,14 +75,14 @@ async def get_model(model_id: str, _caller: Caller, state: State) -> JSONRespons
     "/requests",
     response_model=None,
     summary="Submit a request",
-    dependencies=[Depends(_json_body)],
     responses={
         200: {"model": RequestOut},
         413: {"model": ErrorOut, "description": "Body too large"},
         415: {"model": ErrorOut, "description": "Body is not JSON"},
     },
 )
-async def submit(body: SubmitBody, caller: Caller, state: State) -> JSONResponse:
+async def submit(body: SubmitBody, caller: Auth) -> JSONResponse:
+    state = caller.state
     """Validate the payload (fetching and checking an input image) and queue the request."""
     spec = state.catalog.get(body.model)
     payload = spec.validate(body.payload)
@@ -126,7 +117,8 @@ async def submit(body: SubmitBody, caller: Caller, state: State) -> JSONResponse
 @router.get(
     "/requests/{request_id}", response_model=None, responses={200: {"model": RequestOut}}, summary="One request"
 )
-async def get_request(request_id: str, caller: Caller, state: State) -> JSONResponse:
+async def get_request(request_id: str, caller: Auth) -> JSONResponse:
+    state = caller.state
     """A request of the caller's organisation."""
     record = await state.call(state.store.get, request_id, caller.org_id)
     if record is None:
@@ -138,14 +130,14 @@ async def get_request(request_id: str, caller: Caller, state: State) -> JSONResp
     "/requests", response_model=None, responses={200: {"model": RequestList}}, summary="List requests, newest first"
 )
 async def list_requests(
-    caller: Caller,
-    state: State,
+    caller: Auth,
     model_id: Annotated[str | None, Query(description="Only this model's requests.")] = None,
     status: Annotated[StatusName | None, Query(description="Only requests in this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
 ) -> JSONResponse:
     """The organisation's requests; `total` counts every match."""
+    state = caller.state
     page = await state.call(
         state.store.list,
         caller.org_id,
@@ -164,7 +156,8 @@ async def list_requests(
     )
 
 
-async def _cancel(request_id: str, caller: Caller, state: AppState) -> JSONResponse:
+async def _cancel(request_id: str, caller: Caller) -> JSONResponse:
+    state = caller.state
     record = await state.call(state.store.cancel, request_id, caller.org_id)
     # A processing request ends when its worker sees the cancel between steps; wait a little for that.
     deadline = time.monotonic() + state.settings.cancel_wait_s
@@ -183,9 +176,9 @@ async def _cancel(request_id: str, caller: Caller, state: AppState) -> JSONRespo
     responses={200: {"model": RequestOut}},
     summary="Cancel a request",
 )
-async def cancel_request(request_id: str, caller: Caller, state: State) -> JSONResponse:
+async def cancel_request(request_id: str, caller: Auth) -> JSONResponse:
     """Cancel a queued request at once, or a processing one between its steps."""
-    return await _cancel(request_id, caller, state)
+    return await _cancel(request_id, caller)
 
 
 @router.delete(
@@ -194,6 +187,6 @@ async def cancel_request(request_id: str, caller: Caller, state: State) -> JSONR
     responses={200: {"model": RequestOut}},
     summary="Cancel a request (same as POST …/cancel)",
 )
-async def delete_request(request_id: str, caller: Caller, state: State) -> JSONResponse:
+async def delete_request(request_id: str, caller: Auth) -> JSONResponse:
     """Same as POST /requests/{request_id}/cancel."""
-    return await _cancel(request_id, caller, state)
+    return await _cancel(request_id, caller)

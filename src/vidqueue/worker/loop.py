@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -76,10 +77,8 @@ class Worker:
                     log.warning("store unavailable, retrying: %s", exc)
                     self.stopping.wait(min(5.0, self.settings.poll_interval_s * 4))
         finally:
-            try:
+            with contextlib.suppress(StoreUnavailable):
                 self.store.worker_gone(self.worker_id)
-            except StoreUnavailable:
-                pass
 
     def _housekeeping(self) -> None:
         now = self._clock()

@@ -14,6 +14,7 @@ from types import FrameType
 from vidqueue.bootstrap import open_storage, prepare_data_dir, store_for
 from vidqueue.catalog import Catalog
 from vidqueue.config import Settings, load_settings
+from vidqueue.errors import ConfigError, StoreUnavailable
 from vidqueue.logs import setup_logging
 from vidqueue.worker.engines import build_engines
 from vidqueue.worker.loop import Worker
@@ -78,7 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     raw = os.environ.get(SETTINGS_ENV)
     settings = Settings.model_validate_json(raw) if raw else load_settings()
     setup_logging(settings.log_level)
-    run_worker(settings, supervised=raw is not None)
+    try:
+        run_worker(settings, supervised=raw is not None)
+    except (ConfigError, StoreUnavailable) as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

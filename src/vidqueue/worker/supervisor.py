@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 from vidqueue.config import Settings
@@ -52,6 +53,9 @@ class _Slot:
     index: int
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    started_at: float = 0.0
+    not_before: float = 0.0  # restart no sooner than this (back-off for workers that die at once)
+    quick_deaths: int = 0
 
     @property
     def worker_id(self) -> str | None:
@@ -96,6 +100,7 @@ class Supervisor:
     def _spawn(self, slot: _Slot) -> None:
         env = dict(os.environ)
         env[SETTINGS_ENV] = self.settings.model_dump_json()
+        slot.started_at = time.monotonic()
         slot.proc = subprocess.Popen(
             [sys.executable, "-m", "vidqueue.worker.main", "--slot", str(slot.index)],
             env=env,
@@ -107,9 +112,17 @@ class Supervisor:
             for slot in self.slots:
                 proc = slot.proc
                 if proc is None or proc.poll() is None:
+                    if proc is None and time.monotonic() >= slot.not_before and not self._stop.is_set():
+                        self._spawn(slot)
                     continue
                 dead = worker_id_for(proc.pid)
-                log.warning("worker %s exited with %s; restarting it", dead, proc.returncode)
+                slot.proc = None
+                # A worker that dies within seconds of starting (a bad setting, a broken install) is restarted
+                # with growing pauses, up to a minute, instead of in a tight loop.
+                slot.quick_deaths = slot.quick_deaths + 1 if time.monotonic() - slot.started_at < 10 else 0
+                pause = min(60.0, 0.5 * 2 ** (slot.quick_deaths - 1)) if slot.quick_deaths > 1 else 0.0
+                slot.not_before = time.monotonic() + pause
+                log.warning("worker %s exited with %s; restarting it in %.1f s", dead, proc.returncode, pause)
                 try:
                     # Its lease would expire by itself; expiring it now lets the request go on at once.
                     self.store.expire_leases(dead)
@@ -120,7 +133,8 @@ class Supervisor:
                 if self._stop.is_set():
                     return
                 slot.restarts += 1
-                self._spawn(slot)
+                if pause == 0.0:
+                    self._spawn(slot)
 
     def pids(self) -> list[int]:
         """The pids of the running worker processes."""

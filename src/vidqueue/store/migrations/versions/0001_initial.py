@@ -45,8 +45,6 @@ def upgrade() -> None:
     )
     op.create_index("ix_requests_claim", "requests", ["status", "priority", "seq"])
     op.create_index("ix_requests_org_seq", "requests", ["org_id", "seq"])
-    op.create_index("ix_requests_org_status", "requests", ["org_id", "status"])
-    op.create_index("ix_requests_lease", "requests", ["status", "lease_expires_at"])
     op.create_table(
         "api_keys",
         sa.Column("key_id", sa.String(32), primary_key=True),

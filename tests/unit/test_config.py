@@ -1,0 +1,332 @@
+"""Settings: defaults < vidqueue.toml < VIDQUEUE_* variables < flags, and clear errors for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vidqueue.config import Settings, load_settings
+from vidqueue.errors import ConfigError
+
+TURBO = "kling-v2-5-turbo"
+MASTER = "Kling-Text2Video-V2-Master"
+
+FULL_TOML = f"""
+host = "0.0.0.0"
+port = 9100
+data_dir = "/srv/vq"
+workers = 3
+
+[engines.emulator]
+latency_s = 2.5
+failure_rate = 0.25
+
+[worker]
+lease_s = 30
+max_attempts = 4
+
+[images]
+fetch_timeout_s = 3
+
+[models."{TURBO}"]
+engine = "emulator"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "vidqueue.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), env=env or {})
+    return caught.value.message
+
+
+# -- defaults ----------------------------------------------------------------------------------------------
+
+
+def test_defaults_without_file_or_environment() -> None:
+    s = load_settings(env={})
+    assert s.host == "127.0.0.1"
+    assert s.port == 8000
+    assert s.data_dir == Path("./vidqueue-data")
+    assert s.workers == 2
+    assert s.database_url is None
+    assert s.public_url is None
+    assert s.allow_private_urls is False
+    assert s.media_url_ttl_s == 24 * 3600
+    assert s.engines.emulator.latency_s == 0.0
+    assert s.engines.emulator.failure_rate == 0.0
+    assert s.worker.lease_s == 60.0
+    assert s.worker.max_attempts == 2
+    assert s.images.fetch_timeout_s == 10.0
+    assert s.images.max_bytes == 10 * 1024 * 1024
+    assert s.models == {}
+    assert s.base_url == "http://127.0.0.1:8000"
+
+
+def test_default_database_is_sqlite_inside_the_data_dir(tmp_path: Path) -> None:
+    s = load_settings(env={"VIDQUEUE_DATA_DIR": str(tmp_path / "d")})
+    assert s.db_url == f"sqlite:///{(tmp_path / 'd' / 'vidqueue.db').resolve()}"
+    given = load_settings(env={"VIDQUEUE_DATABASE_URL": "postgresql://db/vq"})
+    assert given.db_url == "postgresql://db/vq"
+
+
+def test_real_environment_is_read_when_no_env_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDQUEUE_PORT", "8765")
+    assert load_settings().port == 8765
+    assert load_settings(env={}).port == 8000  # an explicit env replaces os.environ entirely
+
+
+# -- the TOML file -----------------------------------------------------------------------------------------
+
+
+def test_toml_file_sets_top_level_and_nested_values(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, FULL_TOML), env={})
+    assert s.host == "0.0.0.0"
+    assert s.port == 9100
+    assert s.data_dir == Path("/srv/vq")
+    assert s.workers == 3
+    assert s.engines.emulator.latency_s == 2.5
+    assert s.engines.emulator.failure_rate == 0.25
+    assert s.worker.lease_s == 30.0
+    assert s.worker.max_attempts == 4
+    assert s.worker.heartbeat_s == 10.0  # unset keys of a set section keep their defaults
+    assert s.images.fetch_timeout_s == 3.0
+    assert s.engine_for(TURBO) == "emulator"
+
+
+def test_config_path_can_come_from_vidqueue_config_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, "port = 9200\n")
+    assert load_settings(env={"VIDQUEUE_CONFIG": str(path)}).port == 9200
+
+
+def test_explicit_config_path_wins_over_vidqueue_config_variable(tmp_path: Path) -> None:
+    explicit = write(tmp_path, "port = 9300\n", "a.toml")
+    from_env = write(tmp_path, "port = 9400\n", "b.toml")
+    assert load_settings(explicit, env={"VIDQUEUE_CONFIG": str(from_env)}).port == 9300
+
+
+def test_empty_toml_file_gives_the_defaults(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, ""), env={}) == load_settings(env={})
+
+
+# -- environment variables ---------------------------------------------------------------------------------
+
+
+def test_env_vars_override_the_toml_file(tmp_path: Path) -> None:
+    env = {
+        "VIDQUEUE_PORT": "9555",
+        "VIDQUEUE_DATA_DIR": str(tmp_path / "from-env"),
+        "VIDQUEUE_EMULATOR_LATENCY_S": "0.5",
+        "VIDQUEUE_EMULATOR_FAILURE_RATE": "1",
+        "VIDQUEUE_ALLOW_PRIVATE_URLS": "1",
+        "VIDQUEUE_LEASE_S": "7",
+        "VIDQUEUE_IMAGE_FETCH_TIMEOUT_S": "2",
+    }
+    s = load_settings(write(tmp_path, FULL_TOML), env=env)
+    assert s.port == 9555
+    assert s.data_dir == tmp_path / "from-env"
+    assert s.engines.emulator.latency_s == 0.5
+    assert s.engines.emulator.failure_rate == 1.0
+    assert s.allow_private_urls is True
+    assert s.worker.lease_s == 7.0
+    assert s.images.fetch_timeout_s == 2.0
+    # What the environment leaves alone still comes from the file.
+    assert s.workers == 3
+    assert s.worker.max_attempts == 4
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("true", True), ("0", False), ("false", False)])
+def test_allow_private_urls_variable_reads_common_boolean_spellings(raw: str, expected: bool) -> None:
+    assert load_settings(env={"VIDQUEUE_ALLOW_PRIVATE_URLS": raw}).allow_private_urls is expected
+
+
+def test_empty_env_var_is_ignored(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, "port = 9100\n"), env={"VIDQUEUE_PORT": "", "VIDQUEUE_HOST": ""})
+    assert s.port == 9100
+    assert s.host == "127.0.0.1"
+
+
+def test_unrelated_env_vars_are_ignored() -> None:
+    s = load_settings(env={"VIDQUEUE_NO_SUCH_SETTING": "x", "PORT": "1234", "vidqueue_port": "1"})
+    assert s == load_settings(env={})
+
+
+# -- flags (overrides) -------------------------------------------------------------------------------------
+
+
+def test_overrides_beat_env_and_toml(tmp_path: Path) -> None:
+    env = {"VIDQUEUE_PORT": "9555", "VIDQUEUE_DATA_DIR": "/from/env", "VIDQUEUE_WORKERS": "5"}
+    s = load_settings(
+        write(tmp_path, FULL_TOML),
+        env=env,
+        overrides={"port": 9777, "data_dir": tmp_path / "flag", "engines.emulator.failure_rate": 0.75},
+    )
+    assert s.port == 9777
+    assert s.data_dir == tmp_path / "flag"
+    assert s.engines.emulator.failure_rate == 0.75
+    assert s.workers == 5  # not overridden: the env value stands
+
+
+def test_none_overrides_leave_lower_layers_alone(tmp_path: Path) -> None:
+    s = load_settings(
+        write(tmp_path, "port = 9100\n"),
+        env={"VIDQUEUE_WORKERS": "0"},
+        overrides={"port": None, "workers": None, "host": None},
+    )
+    assert (s.port, s.workers, s.host) == (9100, 0, "127.0.0.1")
+
+
+# -- invalid values ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "setting"),
+    [
+        ("[engines.emulator]\nfailure_rate = 2\n", "engines.emulator.failure_rate"),
+        ("[engines.emulator]\nfailure_rate = -0.1\n", "engines.emulator.failure_rate"),
+        ("[engines.emulator]\nlatency_s = -1\n", "engines.emulator.latency_s"),
+        ("port = -1\n", "port"),
+        ("port = 65536\n", "port"),
+        ('port = "eighty"\n', "port"),
+        ("workers = -1\n", "workers"),
+        ("[worker]\nlease_s = 0\n", "worker.lease_s"),
+        ("[worker]\nmax_attempts = 0\n", "worker.max_attempts"),
+        ("[images]\nfetch_timeout_s = 0\n", "images.fetch_timeout_s"),
+        ("no_such_setting = 1\n", "no_such_setting"),
+        ("[worker]\nlease = 5\n", "worker.lease"),
+        ("[engines.emulatr]\nlatency_s = 1\n", "engines.emulatr"),
+        (f'[models."{TURBO}"]\nengine = "warp-drive"\n', f"models.{TURBO}.engine"),
+        (f'[models."{TURBO}"]\nengin = "emulator"\n', f"models.{TURBO}.engin"),
+    ],
+)
+def test_invalid_toml_value_raises_config_error_naming_the_setting(tmp_path: Path, text: str, setting: str) -> None:
+    message = config_error(tmp_path, text)
+    assert setting in message
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"VIDQUEUE_EMULATOR_FAILURE_RATE": "2"}, "engines.emulator.failure_rate"),
+        ({"VIDQUEUE_EMULATOR_LATENCY_S": "soon"}, "engines.emulator.latency_s"),
+        ({"VIDQUEUE_PORT": "-1"}, "port"),
+        ({"VIDQUEUE_PORT": "http"}, "port"),
+        ({"VIDQUEUE_ALLOW_PRIVATE_URLS": "maybe"}, "allow_private_urls"),
+        ({"VIDQUEUE_LEASE_S": "0"}, "worker.lease_s"),
+    ],
+)
+def test_invalid_env_value_raises_config_error_naming_the_setting(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env=env)
+    assert setting in caught.value.message
+
+
+def test_invalid_override_raises_config_error_naming_the_setting() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={}, overrides={"port": 70000})
+    assert "port" in caught.value.message
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "port = -1\n[engines.emulator]\nfailure_rate = 2\n")
+    assert "port" in message
+    assert "engines.emulator.failure_rate" in message
+
+
+def test_unparsable_toml_raises_config_error_naming_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "port = \n[engines\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert str(path) in caught.value.message
+    assert "TOML" in caught.value.message
+
+
+def test_missing_config_file_raises_config_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert str(path) in caught.value.message
+    assert "does not exist" in caught.value.message
+
+
+def test_missing_file_named_by_vidqueue_config_raises_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"VIDQUEUE_CONFIG": str(path)})
+    assert str(path) in caught.value.message
+
+
+def test_config_path_that_is_a_directory_raises_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, env={})
+    assert str(tmp_path) in caught.value.message
+
+
+def test_config_file_that_is_not_utf8_raises_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'log_level = "d\xe9bug"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert str(path) in caught.value.message
+
+
+def test_section_given_as_a_scalar_raises_config_error_even_with_an_env_override(tmp_path: Path) -> None:
+    message = config_error(tmp_path, 'engines = "emulator"\n', env={"VIDQUEUE_EMULATOR_LATENCY_S": "1"})
+    assert "engines" in message
+
+
+# -- base_url ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("127.0.0.1", "8000", "http://127.0.0.1:8000"),
+        ("0.0.0.0", "9000", "http://127.0.0.1:9000"),
+        ("::", "9000", "http://127.0.0.1:9000"),
+        ("::1", "9001", "http://[::1]:9001"),
+        ("fd00::5", "80", "http://[fd00::5]:80"),
+        ("vq.internal", "8080", "http://vq.internal:8080"),
+    ],
+)
+def test_base_url_defaults_to_host_and_port(host: str, port: str, expected: str) -> None:
+    assert load_settings(env={"VIDQUEUE_HOST": host, "VIDQUEUE_PORT": port}).base_url == expected
+
+
+def test_public_url_wins_over_host_and_port_and_loses_its_trailing_slash() -> None:
+    s = load_settings(env={"VIDQUEUE_PUBLIC_URL": "https://video.example.com/", "VIDQUEUE_PORT": "9000"})
+    assert s.public_url == "https://video.example.com"
+    assert s.base_url == "https://video.example.com"
+
+
+# -- engine_for --------------------------------------------------------------------------------------------
+
+
+def test_engine_for_is_the_emulator_when_no_route_is_configured() -> None:
+    s = load_settings(env={})
+    assert s.engine_for(TURBO) == "emulator"
+    assert s.engine_for(MASTER) == "emulator"
+    assert s.engine_for("any-other-model") == "emulator"
+
+
+def test_engine_for_follows_the_models_table(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, f'[models."{TURBO}"]\nengine = "kling"\n'), env={})
+    assert s.engine_for(TURBO) == "kling"
+    assert s.engine_for(MASTER) == "emulator"
+    assert s.models[TURBO].engine == "kling"
+
+
+def test_model_route_without_engine_defaults_to_the_emulator(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, f'[models."{MASTER}"]\n'), env={})
+    assert s.engine_for(MASTER) == "emulator"
+
+
+def test_settings_survive_a_json_round_trip_as_handed_to_worker_processes(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, FULL_TOML), env={"VIDQUEUE_ALLOW_PRIVATE_URLS": "1"})
+    assert Settings.model_validate_json(s.model_dump_json()) == s
