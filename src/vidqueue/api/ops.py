@@ -60,6 +60,8 @@ class HttpMetrics:
     def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
         self.app = app
         self.histogram = histogram
+        # labels() validates and locks on every call; the set of (method, route, status) is small, so keep them.
+        self._children: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,8 +80,11 @@ class HttpMetrics:
             await self.app(scope, receive, _send)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.histogram.labels(scope["method"], path, str(status)).observe(time.perf_counter() - start)
+            key = (scope["method"], getattr(route, "path", "unmatched"), status)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self.histogram.labels(key[0], key[1], str(status))
+            child.observe(time.perf_counter() - start)
 
 
 def new_registry(store: Store) -> tuple[CollectorRegistry, Histogram]:

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+from fastapi.responses import JSONResponse
+
 from vidqueue.media.storage import Storage
 from vidqueue.store import RequestRecord
+
+
+class Json(JSONResponse):
+    """A JSON answer rendered by orjson: the request object is on every hot path, and orjson is 5x json's speed."""
+
+    def render(self, content: Any) -> bytes:
+        """Serialise ``content``."""
+        return orjson.dumps(content)
 
 
 def _secs(value: float | None) -> int | None:

@@ -8,11 +8,10 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from vidqueue.api.auth import Auth, Caller
-from vidqueue.api.present import present_request
+from vidqueue.api.present import Json, present_request
 from vidqueue.api.schemas import ErrorOut, ModelDetails, ModelList, RequestList, RequestOut, StatusName, SubmitBody
 from vidqueue.api.state import AppState
 from vidqueue.errors import NotFound
@@ -34,7 +33,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
-# Routes answer JSONResponse directly: the response models below document the shapes (tests check real answers
+# Routes answer Json directly: the response models below document the shapes (tests check real answers
 # against them) without FastAPI re-validating every answer on the hot path.
 router = APIRouter(responses=_ERRORS)
 
@@ -53,22 +52,22 @@ def model_details(state: AppState, model_id: str, live: dict[str, list[str]]) ->
 
 
 @router.get("/models", response_model=None, responses={200: {"model": ModelList}}, summary="List the models")
-async def list_models(caller: Auth) -> JSONResponse:
+async def list_models(caller: Auth) -> Json:
     state = caller.state
     """Every model this server serves."""
     live = await state.call(state.store.live_workers, LIVE_WORKER_S)
     ids = state.catalog.ids()
-    return JSONResponse({"model_ids": ids, "models": [model_details(state, m, live) for m in ids]})
+    return Json({"model_ids": ids, "models": [model_details(state, m, live) for m in ids]})
 
 
 @router.get(
     "/models/{model_id}", response_model=None, responses={200: {"model": ModelDetails}}, summary="One model's details"
 )
-async def get_model(model_id: str, caller: Auth) -> JSONResponse:
+async def get_model(model_id: str, caller: Auth) -> Json:
     state = caller.state
     """A model's parameters, schema and engine."""
     live = await state.call(state.store.live_workers, LIVE_WORKER_S)
-    return JSONResponse(model_details(state, model_id, live))
+    return Json(model_details(state, model_id, live))
 
 
 @router.post(
@@ -81,7 +80,7 @@ async def get_model(model_id: str, caller: Auth) -> JSONResponse:
         415: {"model": ErrorOut, "description": "Body is not JSON"},
     },
 )
-async def submit(body: SubmitBody, caller: Auth) -> JSONResponse:
+async def submit(body: SubmitBody, caller: Auth) -> Json:
     state = caller.state
     """Validate the payload (fetching and checking an input image) and queue the request."""
     spec = state.catalog.get(body.model)
@@ -111,19 +110,19 @@ async def submit(body: SubmitBody, caller: Auth) -> JSONResponse:
             input_key=input_key,
         ),
     )
-    return JSONResponse(present_request(record, state.storage, state.settings.media_url_ttl_s))
+    return Json(present_request(record, state.storage, state.settings.media_url_ttl_s))
 
 
 @router.get(
     "/requests/{request_id}", response_model=None, responses={200: {"model": RequestOut}}, summary="One request"
 )
-async def get_request(request_id: str, caller: Auth) -> JSONResponse:
+async def get_request(request_id: str, caller: Auth) -> Json:
     state = caller.state
     """A request of the caller's organisation."""
     record = await state.call(state.store.get, request_id, caller.org_id)
     if record is None:
         raise NotFound(f"Request '{request_id}' does not exist.")
-    return JSONResponse(present_request(record, state.storage, state.settings.media_url_ttl_s))
+    return Json(present_request(record, state.storage, state.settings.media_url_ttl_s))
 
 
 @router.get(
@@ -135,7 +134,7 @@ async def list_requests(
     status: Annotated[StatusName | None, Query(description="Only requests in this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
-) -> JSONResponse:
+) -> Json:
     """The organisation's requests; `total` counts every match."""
     state = caller.state
     page = await state.call(
@@ -147,7 +146,7 @@ async def list_requests(
         cursor=cursor,
     )
     ttl = state.settings.media_url_ttl_s
-    return JSONResponse(
+    return Json(
         {
             "requests": [present_request(r, state.storage, ttl) for r in page.items],
             "total": page.total,
@@ -156,7 +155,7 @@ async def list_requests(
     )
 
 
-async def _cancel(request_id: str, caller: Caller) -> JSONResponse:
+async def _cancel(request_id: str, caller: Caller) -> Json:
     state = caller.state
     record = await state.call(state.store.cancel, request_id, caller.org_id)
     # A processing request ends when its worker sees the cancel between steps; wait a little for that.
@@ -167,7 +166,7 @@ async def _cancel(request_id: str, caller: Caller) -> JSONResponse:
         if again is None:
             break
         record = again
-    return JSONResponse(present_request(record, state.storage, state.settings.media_url_ttl_s))
+    return Json(present_request(record, state.storage, state.settings.media_url_ttl_s))
 
 
 @router.post(
@@ -176,7 +175,7 @@ async def _cancel(request_id: str, caller: Caller) -> JSONResponse:
     responses={200: {"model": RequestOut}},
     summary="Cancel a request",
 )
-async def cancel_request(request_id: str, caller: Auth) -> JSONResponse:
+async def cancel_request(request_id: str, caller: Auth) -> Json:
     """Cancel a queued request at once, or a processing one between its steps."""
     return await _cancel(request_id, caller)
 
@@ -187,6 +186,6 @@ async def cancel_request(request_id: str, caller: Auth) -> JSONResponse:
     responses={200: {"model": RequestOut}},
     summary="Cancel a request (same as POST …/cancel)",
 )
-async def delete_request(request_id: str, caller: Auth) -> JSONResponse:
+async def delete_request(request_id: str, caller: Auth) -> Json:
     """Same as POST /requests/{request_id}/cancel."""
     return await _cancel(request_id, caller)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import bisect
 import builtins
 import contextlib
-import json
 import logging
 import sqlite3
 import threading
@@ -14,6 +13,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import OperationalError
@@ -167,12 +167,12 @@ class _FastSqlite:
         out = dict(zip(names, row, strict=True))
         for name in _JSON_COLUMNS:
             if out[name] is not None:
-                out[name] = json.loads(out[name])
+                out[name] = orjson.loads(out[name])
         return out
 
     def insert(self, values: dict[str, Any]) -> dict[str, Any]:
         full = {name: values.get(name) for name in self._insert_columns}
-        params = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in full.items()]
+        params = [orjson.dumps(v).decode() if k in _JSON_COLUMNS and v is not None else v for k, v in full.items()]
         try:
             with self._write_lock:
                 conn = self._conn()
@@ -240,12 +240,12 @@ class SqlStore:
         except OperationalError as exc:
             raise StoreUnavailable(f"The store is unavailable: {exc.orig}") from exc
 
-    def _positions(self, rows: Sequence[Row[Any] | Mapping[str, Any]]) -> dict[str, int]:
+    def _positions(self, rows: Sequence[Row[Any] | Mapping[str, Any]], *, refresh: bool = True) -> dict[str, int]:
         maps = [r._mapping if isinstance(r, Row) else r for r in rows]
         queued = [m for m in maps if m["status"] == Status.QUEUED.value]
         if not queued:
             return {}
-        order = self._queue_order()
+        order = self._queue_order() if refresh else self._order
         # bisect places rows newer than the snapshot at its end, where they are.
         return {m["request_id"]: bisect.bisect_left(order, (-m["priority"], m["seq"])) + 1 for m in queued}
 
@@ -269,7 +269,7 @@ class SqlStore:
             self._order = [(-p, q) for p, q in rows]
             took = time.monotonic() - now
             self._order_at = time.monotonic()
-            self._order_ttl = max(0.5, 20 * took)
+            self._order_ttl = max(1.0, 50 * took)
             return self._order
 
     # -- the API side ------------------------------------------------------------------------------------
@@ -298,7 +298,11 @@ class SqlStore:
             with self._write() as conn:
                 row = conn.execute(_INSERT, values).one()
         log_transition(new.request_id, "new", Status.QUEUED, model=new.model, org=new.org_id)
-        return _record(row, self._positions([row]).get(new.request_id))
+        with self._order_lock:
+            # Keep the snapshot current with this process's own submits between refreshes.
+            bisect.insort(self._order, (-new.priority, row["seq"] if isinstance(row, dict) else row.seq))
+        # A submit does not pay for a refresh: its position among the snapshot is estimate enough.
+        return _record(row, self._positions([row], refresh=False).get(new.request_id))
 
     def get(self, request_id: str, org_id: str | None = None) -> RequestRecord | None:
         """One request (only within ``org_id`` when given), with its queue position."""
