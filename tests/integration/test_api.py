@@ -342,7 +342,8 @@ def test_media_supports_range_and_refuses_tampered_urls(api: httpx.Client) -> No
 # -- operations ----------------------------------------------------------------------------------------------
 
 
-def test_health_ready_metrics_and_docs(server: Server) -> None:
+def test_health_ready_metrics_and_docs(server: Server, api: httpx.Client) -> None:
+    submit(api, MASTER, {"prompt": PROMPT})
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
     assert httpx.get(server.url + "/readyz").status_code == 200
     metrics = httpx.get(server.url + "/metrics").text
@@ -358,3 +359,22 @@ def test_unknown_path_answers_json_error(server: Server) -> None:
     resp = httpx.get(server.url + "/nope")
     assert resp.status_code == 404
     assert resp.json()["code"] == "not_found"
+
+
+def test_answers_match_their_documented_models(server: Server, api: httpx.Client) -> None:
+    from vidqueue.api.schemas import ModelDetails, ModelList, RequestList, RequestOut
+
+    ModelList.model_validate(api.get("/models").json())
+    ModelDetails.model_validate(api.get(f"/models/{TURBO}").json())
+    created = submit(api, MASTER, {"prompt": PROMPT})
+    RequestOut.model_validate(created)
+    done = wait_for(api, created["request_id"])
+    RequestOut.model_validate(done)
+    RequestList.model_validate(api.get("/requests", params={"limit": 5}).json())
+    cancelled = submit(api, MASTER, {"prompt": PROMPT})
+    RequestOut.model_validate(api.post(f"/requests/{cancelled['request_id']}/cancel").json())
+    spec = httpx.get(server.url + "/openapi.json")
+    assert spec.status_code == 200
+    op = spec.json()["paths"][f"{BASE}/requests/{{request_id}}"]["get"]
+    assert op["description"] == "A request of the caller's organisation."
+    assert op["security"] == [{"bearer": []}]

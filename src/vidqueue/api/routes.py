@@ -53,8 +53,8 @@ def model_details(state: AppState, model_id: str, live: dict[str, list[str]]) ->
 
 @router.get("/models", response_model=None, responses={200: {"model": ModelList}}, summary="List the models")
 async def list_models(caller: Auth) -> Json:
-    state = caller.state
     """Every model this server serves."""
+    state = caller.state
     live = await state.call(state.store.live_workers, LIVE_WORKER_S)
     ids = state.catalog.ids()
     return Json({"model_ids": ids, "models": [model_details(state, m, live) for m in ids]})
@@ -64,8 +64,8 @@ async def list_models(caller: Auth) -> Json:
     "/models/{model_id}", response_model=None, responses={200: {"model": ModelDetails}}, summary="One model's details"
 )
 async def get_model(model_id: str, caller: Auth) -> Json:
-    state = caller.state
     """A model's parameters, schema and engine."""
+    state = caller.state
     live = await state.call(state.store.live_workers, LIVE_WORKER_S)
     return Json(model_details(state, model_id, live))
 
@@ -81,8 +81,8 @@ async def get_model(model_id: str, caller: Auth) -> Json:
     },
 )
 async def submit(body: SubmitBody, caller: Auth) -> Json:
-    state = caller.state
     """Validate the payload (fetching and checking an input image) and queue the request."""
+    state = caller.state
     spec = state.catalog.get(body.model)
     payload = spec.validate(body.payload)
     request_id = str(uuid.uuid4())
@@ -117,8 +117,8 @@ async def submit(body: SubmitBody, caller: Auth) -> Json:
     "/requests/{request_id}", response_model=None, responses={200: {"model": RequestOut}}, summary="One request"
 )
 async def get_request(request_id: str, caller: Auth) -> Json:
-    state = caller.state
     """A request of the caller's organisation."""
+    state = caller.state
     record = await state.call(state.store.get, request_id, caller.org_id)
     if record is None:
         raise NotFound(f"Request '{request_id}' does not exist.")
