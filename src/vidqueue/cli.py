@@ -13,6 +13,7 @@ from rich.table import Table
 
 from vidqueue.config import Settings, load_settings
 from vidqueue.errors import ConfigError, StoreUnavailable
+from vidqueue.store import Store
 
 app = typer.Typer(
     name="vidqueue",
@@ -59,7 +60,7 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
         fail(exc.message, 2)
 
 
-def _store(settings: Settings) -> Any:
+def _store(settings: Settings) -> Store:
     from vidqueue.bootstrap import store_for
 
     try:

@@ -63,6 +63,14 @@ def _worker(tmp_path: Path, engine: Engine, store: MemoryStore | None = None) ->
     return worker, store
 
 
+def _run_in_background(worker: Worker, engine: Engine) -> threading.Thread:
+    """Run one claim in a thread and return once the engine has started on it."""
+    t = threading.Thread(target=worker.run_once)
+    t.start()
+    assert engine.started.wait(5)
+    return t
+
+
 def _enqueue(store: MemoryStore, rid: str = "r1") -> None:
     store.enqueue(NewRequest(request_id=rid, org_id="o", model="m", payload={"prompt": "x"}))
 
@@ -105,9 +113,7 @@ def test_cancel_is_honoured_between_steps(tmp_path: Path) -> None:
     engine = Engine(steps=200, step_s=0.01)
     worker, store = _worker(tmp_path, engine)
     _enqueue(store)
-    t = threading.Thread(target=worker.run_once)
-    t.start()
-    assert engine.started.wait(5)
+    t = _run_in_background(worker, engine)
     store.cancel("r1", "o")
     t.join(10)
     row = store.get("r1")
@@ -118,9 +124,7 @@ def test_shutdown_hands_the_request_back_to_the_queue(tmp_path: Path) -> None:
     engine = Engine(steps=200, step_s=0.01)
     worker, store = _worker(tmp_path, engine)
     _enqueue(store)
-    t = threading.Thread(target=worker.run_once)
-    t.start()
-    assert engine.started.wait(5)
+    t = _run_in_background(worker, engine)
     worker.stopping.set()
     t.join(10)
     row = store.get("r1")
@@ -131,9 +135,7 @@ def test_result_of_a_worker_that_lost_its_lease_is_dropped(tmp_path: Path) -> No
     engine = Engine(steps=100, step_s=0.01)
     worker, store = _worker(tmp_path, engine)
     _enqueue(store)
-    t = threading.Thread(target=worker.run_once)
-    t.start()
-    assert engine.started.wait(5)
+    t = _run_in_background(worker, engine)
     store.expire_leases("w1")
     store.recover(max_attempts=3)
     taken = store.claim("w2", ["m"], 30)

@@ -17,9 +17,9 @@ from vidqueue.store.rules import (
     encode_cursor,
     ending,
     ensure_transition,
+    log_transition,
     recovery,
 )
-from vidqueue.store.sql import log_transition
 
 
 class MemoryStore:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from typing import Any
 
 from vidqueue.errors import Conflict, FieldError, InvalidInput
 from vidqueue.store.records import TERMINAL, Status
+
+log = logging.getLogger("vidqueue.store")
 
 CANCELLED_MESSAGE = "The request was cancelled by its owner."
 WORKER_LOST_MESSAGE = (
@@ -59,3 +62,9 @@ def ensure_transition(old: Status, new: Status) -> None:
     """Raise Conflict for a transition the state diagram does not allow; terminal rows never change."""
     if old in TERMINAL or new not in _ALLOWED.get(old, set()):
         raise Conflict(f"A request cannot go from {old} to {new}.")
+
+
+def log_transition(request_id: str, old: Status | str, new: Status, **extra: Any) -> None:
+    """The one log line per state change of a request."""
+    tail = " ".join(f"{k}={v}" for k, v in extra.items() if v is not None)
+    log.info("request %s %s -> %s%s", request_id, old, new, f" {tail}" if tail else "")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import bisect
 import builtins
 import contextlib
-import logging
 import sqlite3
 import threading
 import time
@@ -30,10 +29,15 @@ from vidqueue.store.records import (
     RequestRecord,
     Status,
 )
-from vidqueue.store.rules import CANCELLED_MESSAGE, decode_cursor, encode_cursor, ending, recovery
+from vidqueue.store.rules import (
+    CANCELLED_MESSAGE,
+    decode_cursor,
+    encode_cursor,
+    ending,
+    log_transition,
+    recovery,
+)
 from vidqueue.store.schema import api_keys, requests, workers
-
-log = logging.getLogger("vidqueue.store")
 
 _R = requests.c
 # Built once: constructing a statement costs more than running it on SQLite.
@@ -112,12 +116,6 @@ def _key(row: Row[Any]) -> ApiKey:
         created_at=m["created_at"],
         revoked_at=m["revoked_at"],
     )
-
-
-def log_transition(request_id: str, old: Status | str, new: Status, **extra: Any) -> None:
-    """The one log line per state change of a request."""
-    tail = " ".join(f"{k}={v}" for k, v in extra.items() if v is not None)
-    log.info("request %s %s -> %s%s", request_id, old, new, f" {tail}" if tail else "")
 
 
 _JSON_COLUMNS = frozenset(c.name for c in requests.c if isinstance(c.type, sa.JSON))
@@ -259,8 +257,7 @@ class SqlStore:
             now = time.monotonic()
             if now - self._order_at < self._order_ttl:
                 return self._order
-            with self._engine.connect() as conn:
-                conn = conn.execution_options(readonly=True)
+            with self._read(single=True) as conn:
                 rows = conn.execute(
                     sa.select(_R.priority, _R.seq)
                     .where(_R.status == Status.QUEUED.value)

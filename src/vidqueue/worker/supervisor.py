@@ -52,7 +52,6 @@ def pid_alive(pid: int) -> bool:
 class _Slot:
     index: int
     proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
     started_at: float = 0.0
     not_before: float = 0.0  # restart no sooner than this (back-off for workers that die at once)
     quick_deaths: int = 0
@@ -132,7 +131,6 @@ class Supervisor:
                     log.warning("could not hand back %s's requests yet: %s", dead, exc)
                 if self._stop.is_set():
                     return
-                slot.restarts += 1
                 if pause == 0.0:
                     self._spawn(slot)
 
