@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,3 +190,91 @@ def submit(client: httpx.Client, model: str, payload: dict[str, Any]) -> dict[st
     assert resp.status_code == 200, resp.text
     body: dict[str, Any] = resp.json()
     return body
+
+
+class CuttingProxy:
+    """A TCP proxy on loopback in front of a server that can drop a media transfer midway, like a bad network.
+
+    ``arm(n)`` makes the next ``n`` responses to ``GET /media/…`` stop after ``cut_after`` bytes, with the
+    connection closed under the client. ``heads`` records the head of every HTTP request that went through.
+    """
+
+    def __init__(self, target_port: int, cut_after: int = 150_000) -> None:
+        self.target_port = target_port
+        self.cut_after = cut_after
+        self.heads: list[str] = []
+        self.cuts = 0
+        self._armed = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        """The proxy's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def arm(self, times: int = 1) -> None:
+        """Cut the next ``times`` media responses."""
+        with self._lock:
+            self._armed = times
+
+    def close(self) -> None:
+        """Stop accepting connections."""
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        state = {"sent": 0, "cut_at": -1}
+
+        def client_to_server() -> None:
+            while data := _recv(conn):
+                text = data.decode("latin-1")
+                if text.split(" ", 1)[0] in ("GET", "POST", "HEAD", "DELETE", "PUT"):
+                    self.heads.append(text.split("\r\n\r\n", 1)[0])
+                    with self._lock:
+                        if text.startswith("GET /media/") and self._armed > 0:
+                            self._armed -= 1
+                            state["cut_at"] = state["sent"] + self.cut_after
+                try:
+                    upstream.sendall(data)
+                except OSError:
+                    break
+            _shut(upstream)
+
+        threading.Thread(target=client_to_server, daemon=True).start()
+        while data := _recv(upstream):
+            cut_at = state["cut_at"]
+            if cut_at >= 0 and state["sent"] + len(data) >= cut_at:
+                conn.sendall(data[: cut_at - state["sent"]])
+                self.cuts += 1
+                break
+            state["sent"] += len(data)
+            try:
+                conn.sendall(data)
+            except OSError:
+                break
+        _shut(conn)
+        _shut(upstream)
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
+
+
+def _shut(sock: socket.socket) -> None:
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()

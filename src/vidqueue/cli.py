@@ -1,4 +1,4 @@
-"""The command line: `serve`, `worker` and `keys`; it wires the layers together."""
+"""The command line: `serve`, `worker` and `keys` here; the client commands live in ``cli_client``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vidqueue.cli_client import register as register_client_commands
 from vidqueue.config import Settings, load_settings
 from vidqueue.errors import ConfigError, StoreUnavailable
 from vidqueue.store import Store
@@ -23,7 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
+app.add_typer(keys_app, name="keys", rich_help_panel="Server")
+register_client_commands(app)
 
 log = logging.getLogger("vidqueue")
 
@@ -71,7 +73,7 @@ def _store(settings: Settings) -> Store:
         fail(exc.message)
 
 
-@app.command()
+@app.command(rich_help_panel="Server")
 def serve(
     host: Annotated[
         str | None, typer.Option(envvar="VIDQUEUE_HOST", help="Address to listen on [default: 127.0.0.1].")
@@ -130,7 +132,7 @@ def serve(
         store.close()
 
 
-@app.command()
+@app.command(rich_help_panel="Server")
 def worker(data_dir: DataDirOpt = None, config: ConfigOpt = None, database_url: DatabaseOpt = None) -> None:
     """Run one worker alone against the same store and media storage."""
     from vidqueue.logs import setup_logging

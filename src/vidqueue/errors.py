@@ -1,6 +1,6 @@
-"""One exception tree for vidqueue.
+"""One exception tree for the vidqueue service (the SDK has its own, in ``vidqueue.client.errors``).
 
-    VidqueueError                 root; the docstring of each class is its default message
+    ServiceError                  root; the docstring of each class is its default message
     ├── InvalidInput              a body or payload breaks a rule (carries field details)
     │   └── InvalidImage          an input image could not be fetched or failed a check
     ├── Unsupported               the body is not JSON
@@ -36,7 +36,7 @@ class FieldError:
         return {"field": self.field, "message": self.message}
 
 
-class VidqueueError(Exception):
+class ServiceError(Exception):
     """Something went wrong."""
 
     code = "internal_error"
@@ -46,7 +46,7 @@ class VidqueueError(Exception):
         super().__init__(self.message)
 
 
-class InvalidInput(VidqueueError):
+class InvalidInput(ServiceError):
     """The request is invalid."""
 
     code = "invalid_request"
@@ -67,43 +67,43 @@ class InvalidImage(InvalidInput):
     code = "invalid_image"
 
 
-class Unsupported(VidqueueError):
+class Unsupported(ServiceError):
     """The request body must be JSON (Content-Type: application/json)."""
 
     code = "unsupported_media_type"
 
 
-class TooLarge(VidqueueError):
+class TooLarge(ServiceError):
     """The request body is too large."""
 
     code = "payload_too_large"
 
 
-class Unauthenticated(VidqueueError):
+class Unauthenticated(ServiceError):
     """A valid API key is required: send 'Authorization: Bearer <key>'."""
 
     code = "unauthenticated"
 
 
-class Forbidden(VidqueueError):
+class Forbidden(ServiceError):
     """The X-Organization-ID header does not match the API key's organisation."""
 
     code = "forbidden"
 
 
-class NotFound(VidqueueError):
+class NotFound(ServiceError):
     """Not found."""
 
     code = "not_found"
 
 
-class Conflict(VidqueueError):
+class Conflict(ServiceError):
     """The request conflicts with the current state."""
 
     code = "conflict"
 
 
-class Unavailable(VidqueueError):
+class Unavailable(ServiceError):
     """The service cannot take this request now; retry later."""
 
     code = "unavailable"
@@ -119,19 +119,19 @@ class StoreUnavailable(Unavailable):
     code = "store_unavailable"
 
 
-class LeaseLost(VidqueueError):
+class LeaseLost(ServiceError):
     """The worker's lease on the request was lost; its result is dropped."""
 
     code = "lease_lost"
 
 
-class ConfigError(VidqueueError):
+class ConfigError(ServiceError):
     """The configuration is invalid."""
 
     code = "config_error"
 
 
-class JobFailed(VidqueueError):
+class JobFailed(ServiceError):
     """The engine could not generate the video."""
 
     code = "engine_error"

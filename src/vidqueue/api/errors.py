@@ -16,17 +16,17 @@ from vidqueue.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    ServiceError,
     TooLarge,
     Unauthenticated,
     Unavailable,
     Unsupported,
-    VidqueueError,
 )
 
 log = logging.getLogger("vidqueue.api")
 
 # Most specific first: the first class in an exception's MRO that is here decides its status.
-STATUS: dict[type[VidqueueError], int] = {
+STATUS: dict[type[ServiceError], int] = {
     InvalidInput: 400,
     Unauthenticated: 401,
     Forbidden: 403,
@@ -45,7 +45,7 @@ def error_body(message: str, code: str, details: list[FieldError] | None = None)
     return {"error": message, "code": code, "details": [d.as_dict() for d in details or []]}
 
 
-def status_for(exc: VidqueueError) -> int:
+def status_for(exc: ServiceError) -> int:
     """The HTTP status of an exception, from the table."""
     for cls in type(exc).__mro__:
         if cls in STATUS:
@@ -54,7 +54,7 @@ def status_for(exc: VidqueueError) -> int:
 
 
 def _vidqueue_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, VidqueueError)
+    assert isinstance(exc, ServiceError)
     status = status_for(exc)
     headers: dict[str, str] = {}
     if isinstance(exc, Unavailable):
@@ -114,7 +114,7 @@ def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers: vidqueue errors, validation errors, HTTP errors, and anything else."""
-    app.add_exception_handler(VidqueueError, _vidqueue_error)
+    app.add_exception_handler(ServiceError, _vidqueue_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

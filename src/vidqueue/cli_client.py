@@ -1,0 +1,351 @@
+"""The client commands of the `vidqueue` program: models, submit, status, list, cancel, wait, download.
+
+They use only the SDK (``vidqueue.client``), so they work against any vidqueue server and against GMI Cloud.
+Exit codes: 0 success, 1 the request failed or was cancelled, 2 usage or validation error, 3 authentication,
+4 not found, 5 server or network error.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from vidqueue import cli_output as show
+from vidqueue.client import (
+    APIError,
+    AuthenticationError,
+    Client,
+    ConflictError,
+    NetworkError,
+    NotFoundError,
+    Request,
+    RequestCancelled,
+    RequestFailed,
+    RequestNotFinished,
+    TimeoutError,
+    ValidationError,
+    VidqueueError,
+)
+
+EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_SERVER = 1, 2, 3, 4, 5
+
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        envvar="VIDQUEUE_BASE_URL",
+        help="The server [default: http://127.0.0.1:8000; https://console.gmicloud.ai for GMI Cloud].",
+        show_default=False,
+    ),
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="VIDQUEUE_API_KEY",
+        help="The API key [default: $VIDQUEUE_API_KEY, else $GMI_API_KEY].",
+        show_default=False,
+        show_envvar=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, for scripts.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--timeout", help="Stop waiting after this many seconds (exit 5) [default: 3600].", min=0.001),
+]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Save the video here (implies --wait).", show_default=False)
+]
+IdArg = Annotated[str, typer.Argument(help="The request id.", show_default=False)]
+
+
+def _exit(message: str, code: int) -> NoReturn:
+    show.err.print(f"error: {message}", markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _answers(api_key: str | None, json_out: bool = False) -> Iterator[None]:
+    """Turn the SDK's exceptions into one clear message and the documented exit code."""
+    try:
+        yield
+    except ValidationError as exc:
+        lines = [str(d) for d in exc.details] or [exc.message]
+        if exc.details and exc.message and len(exc.details) > 1:
+            lines.insert(0, exc.message)
+        _exit("\n  ".join(lines), EXIT_USAGE)
+    except AuthenticationError as exc:
+        hint = "" if _key_given(api_key) else " (no key given: pass --api-key or set VIDQUEUE_API_KEY)"
+        _exit(exc.message + hint, EXIT_AUTH)
+    except NotFoundError as exc:
+        _exit(exc.message, EXIT_NOT_FOUND)
+    except ConflictError as exc:
+        _exit(exc.message, EXIT_USAGE)
+    except (RequestFailed, RequestCancelled) as exc:
+        if json_out:
+            show.print_json(show.dump(exc.request))
+        _exit(str(exc), EXIT_FAILED)
+    except RequestNotFinished as exc:
+        _exit(f"{exc}; wait for it first (`vidqueue wait {exc.request.request_id}`)", EXIT_FAILED)
+    except TimeoutError as exc:
+        if json_out and exc.request is not None:
+            show.print_json(show.dump(exc.request))
+        _exit(exc.message, EXIT_SERVER)
+    except (APIError, NetworkError, VidqueueError) as exc:
+        _exit(str(exc), EXIT_SERVER)
+    except KeyboardInterrupt:
+        _exit("interrupted; a request already submitted keeps going on the server", 130)
+
+
+def _key_given(api_key: str | None) -> bool:
+    return bool(api_key or os.environ.get("VIDQUEUE_API_KEY") or os.environ.get("GMI_API_KEY"))
+
+
+def _client(base_url: str | None, api_key: str | None) -> Client:
+    try:
+        return Client(base_url, api_key)
+    except ValueError as exc:
+        _exit(str(exc), EXIT_USAGE)
+
+
+def _live() -> bool:
+    return show.err.is_terminal
+
+
+def _finish(client: Client, request: Request, *, output: Path | None, json_out: bool, watch: show.Watch) -> None:
+    """Print a finished request, after saving its video when asked to."""
+    if output is not None:
+        path = client.download(request, output, on_progress=watch.bytes)
+        if not json_out:
+            size = path.stat().st_size
+            show.out.print(f"saved {path} ({size} bytes)", markup=False, soft_wrap=True)
+    if json_out:
+        show.print_json(show.dump(request))
+    elif output is None:
+        show.out.print(show.request_table(request))
+
+
+def _wait(client: Client, request_id: str, timeout: float | None, watch: show.Watch) -> Request:
+    return client.wait(request_id, timeout=timeout, on_progress=watch.request)
+
+
+# -- commands ----------------------------------------------------------------------------------------------
+
+
+def models(base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None, json_out: JsonOpt = False) -> None:
+    """List the models the server offers."""
+    with _answers(api_key), _client(base_url, api_key) as client:
+        found = client.models()
+        if json_out:
+            show.print_json([m.model_dump(mode="json", exclude_none=True) for m in found])
+        else:
+            show.out.print(show.models_table(found))
+
+
+def model(
+    model_id: Annotated[str, typer.Argument(help="The model id, e.g. kling-v2-5-turbo.", show_default=False)],
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show one model: its parameters, their defaults and rules."""
+    with _answers(api_key), _client(base_url, api_key) as client:
+        found = client.model(model_id)
+        if json_out:
+            show.print_json(found.model_dump(mode="json", exclude_none=True))
+            return
+        if found.brief_description:
+            show.out.print(found.brief_description, markup=False)
+        show.out.print(show.parameters_table(found))
+
+
+def submit(
+    model_id: Annotated[str, typer.Argument(metavar="MODEL", help="The model id.", show_default=False)],
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="What the video shows.")] = None,
+    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt", help="What to keep out.")] = None,
+    image: Annotated[
+        str | None,
+        typer.Option("--image", help="A first frame: a local file (sent as base64) or an http(s) URL."),
+    ] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-P",
+            help="Another payload field, KEY=VALUE (repeatable); VALUE is read as JSON when it is JSON.",
+            metavar="KEY=VALUE",
+        ),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait until the request ends.")] = False,
+    output: OutputOpt = None,
+    priority: Annotated[int | None, typer.Option(help="Higher runs sooner, within your organisation.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Submitting again with the same key gives the same request.")
+    ] = None,
+    timeout: TimeoutOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Submit a request; prints its id (or, with --wait, how it ended)."""
+    payload = _payload(prompt, negative_prompt, image, params or [])
+    with _answers(api_key, json_out), _client(base_url, api_key) as client:
+        created = client.submit(model_id, payload, idempotency_key=idempotency_key, priority=priority)
+        if not (wait or output):
+            if json_out:
+                show.print_json(show.dump(created))
+            else:
+                show.out.print(created.request_id, markup=False)
+                if not quiet:
+                    show.err.print(show.state_line(created), markup=False, soft_wrap=True)
+            return
+        with show.Watch(live=_live(), quiet=quiet) as watch:
+            watch.request(created)
+            done = _wait(client, created.request_id, timeout, watch)
+            _finish(client, done, output=output, json_out=json_out, watch=watch)
+
+
+def status(
+    request_id: IdArg, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Show a request: status, progress, timestamps, result URLs."""
+    with _answers(api_key), _client(base_url, api_key) as client:
+        request = client.get(request_id)
+        if json_out:
+            show.print_json(show.dump(request))
+        else:
+            show.out.print(show.request_table(request))
+
+
+def list_requests(
+    model_id: Annotated[str | None, typer.Option("--model", help="Only this model's requests.")] = None,
+    status_filter: Annotated[
+        str | None, typer.Option("--status", help="Only requests in this status (queued, processing, success, …).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many.", min=1)] = 20,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List your organisation's requests, newest first."""
+    with _answers(api_key), _client(base_url, api_key) as client:
+        found: list[Request] = []
+        for request in client.list(model_id=model_id, status=status_filter, page_size=min(limit, 100)):
+            found.append(request)
+            if len(found) >= limit:
+                break
+        if json_out:
+            show.print_json([show.dump(r) for r in found])
+        else:
+            show.out.print(show.requests_table(found))
+
+
+def cancel(
+    request_id: IdArg, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Cancel a request (a finished one stays as it was)."""
+    with _answers(api_key), _client(base_url, api_key) as client:
+        request = client.cancel(request_id)
+        if json_out:
+            show.print_json(show.dump(request))
+        else:
+            show.out.print(show.state_line(request), markup=False, soft_wrap=True)
+
+
+def wait_command(
+    request_id: IdArg,
+    output: OutputOpt = None,
+    timeout: TimeoutOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Wait until a request ends; exit 0 on success, 1 if it failed or was cancelled."""
+    with (
+        _answers(api_key, json_out),
+        _client(base_url, api_key) as client,
+        show.Watch(live=_live(), quiet=quiet) as watch,
+    ):
+        done = _wait(client, request_id, timeout, watch)
+        _finish(client, done, output=output, json_out=json_out, watch=watch)
+
+
+def download(
+    request_id: IdArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to save the video.", show_default=False)],
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the request to finish first.")] = False,
+    timeout: TimeoutOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Save a finished request's video (resumes after a broken connection)."""
+    with (
+        _answers(api_key, json_out),
+        _client(base_url, api_key) as client,
+        show.Watch(live=_live(), quiet=quiet) as watch,
+    ):
+        request = _wait(client, request_id, timeout, watch) if wait else client.get(request_id)
+        _finish(client, request, output=output, json_out=json_out, watch=watch)
+
+
+def _payload(prompt: str | None, negative_prompt: str | None, image: str | None, params: list[str]) -> dict[str, Any]:
+    """The payload from the flags; ``--param`` may set any field, dotted keys nest (``cfg.scale=0.5``)."""
+    payload: dict[str, Any] = {}
+    if prompt is not None:
+        payload["prompt"] = prompt
+    if negative_prompt is not None:
+        payload["negative_prompt"] = negative_prompt
+    if image is not None:
+        payload["image"] = _image(image)
+    for item in params:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            _exit(f"--param {item!r}: must be KEY=VALUE", EXIT_USAGE)
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text  # a bare word is a string: mode=pro
+        *parents, leaf = key.strip().split(".")
+        node = payload
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                _exit(f"--param {item!r}: {part} is already set to a value", EXIT_USAGE)
+            node = child
+        node[leaf] = value
+    return payload
+
+
+def _image(value: str) -> str:
+    """An image argument as the payload wants it: URLs as given, a local file as raw base64."""
+    if value.startswith(("http://", "https://", "data:")):
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        _exit(f"--image: {value} is neither an http(s) URL nor a readable file", EXIT_USAGE)
+    # Raw base64 (no data: prefix) is what Kling documents; vidqueue accepts it too.
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the client commands to the `vidqueue` program."""
+    app.command(rich_help_panel="Client")(models)
+    app.command(rich_help_panel="Client")(model)
+    app.command(rich_help_panel="Client")(submit)
+    app.command(rich_help_panel="Client")(status)
+    app.command("list", rich_help_panel="Client")(list_requests)
+    app.command(rich_help_panel="Client")(cancel)
+    app.command("wait", rich_help_panel="Client")(wait_command)
+    app.command(rich_help_panel="Client")(download)

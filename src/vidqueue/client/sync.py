@@ -1,0 +1,208 @@
+"""The blocking client, on ``httpx.Client``."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from vidqueue.client._core import (
+    DownloadCallback,
+    ProgressCallback,
+    Send,
+    Sleep,
+    Steps,
+    Stream,
+    make_core,
+)
+from vidqueue.client.types import Model, Request
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+class Client:
+    """A vidqueue (or GMI Cloud request-queue) client.
+
+    ``base_url`` defaults to ``VIDQUEUE_BASE_URL``, else ``http://127.0.0.1:8000``; ``api_key`` to
+    ``VIDQUEUE_API_KEY``, else ``GMI_API_KEY``. ``https://console.gmicloud.ai`` speaks to GMI Cloud itself.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+        organization_id: str | None = None,
+        max_retries: int = 4,
+        wait_timeout: float = 3600.0,
+    ) -> None:
+        self._core = make_core(base_url, api_key, organization_id, max_retries, wait_timeout)
+        self._http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True)
+
+    @property
+    def base_url(self) -> str:
+        """The server this client talks to."""
+        return self._core.base_url
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def models(self) -> builtins.list[Model]:
+        """Every model the server offers; ``.model`` is the id."""
+        return self._run(self._core.models())
+
+    def model(self, model_id: str) -> Model:
+        """One model's details, with its ``parameters``."""
+        return self._run(self._core.model(model_id))
+
+    def submit(
+        self,
+        model: str,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        priority: int | None = None,
+    ) -> Request:
+        """Queue a request; with an ``idempotency_key`` it is retried safely after a lost answer."""
+        return self._run(
+            self._core.submit(
+                model, payload, idempotency_key=idempotency_key, callback_url=callback_url, priority=priority
+            )
+        )
+
+    def get(self, request_id: str | Request) -> Request:
+        """A request's current state."""
+        return self._run(self._core.get(request_id))
+
+    def list(self, model_id: str | None = None, status: str | None = None, *, page_size: int = 50) -> Iterator[Request]:
+        """Every request of the organisation, newest first, fetched a page at a time as you iterate."""
+        cursor: str | None = None
+        while True:
+            page, cursor = self._run(self._core.list_page(model_id, status, page_size, cursor))
+            yield from page
+            if cursor is None:
+                return
+
+    def cancel(self, request_id: str | Request) -> Request:
+        """Cancel a request; answers it once the cancel took hold."""
+        return self._run(self._core.cancel(request_id))
+
+    def wait(
+        self,
+        request_id: str | Request,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 5.0,
+        on_progress: ProgressCallback | None = None,
+    ) -> Request:
+        """Poll until success (returned) or failure (RequestFailed, RequestCancelled); TimeoutError past ``timeout``.
+
+        Polls every ``poll_interval`` seconds while something changes, backing off to ``max_poll_interval``
+        while nothing does; ``on_progress`` gets the request whenever its status, progress or queue position
+        moved. ``timeout`` defaults to the client's ``wait_timeout`` (an hour).
+        """
+        return self._run(
+            self._core.wait(
+                request_id,
+                timeout=timeout,
+                poll_interval=poll_interval,
+                max_poll_interval=max_poll_interval,
+                on_progress=on_progress,
+            )
+        )
+
+    def download(
+        self,
+        request: str | Request,
+        path: str | os.PathLike[str],
+        *,
+        index: int = 0,
+        on_progress: DownloadCallback | None = None,
+    ) -> Path:
+        """Save a finished request's video to ``path``; ``on_progress(bytes_so_far, total_or_None)``."""
+        return self._run(self._core.download(request, path, index=index, on_progress=on_progress))
+
+    def generate(
+        self,
+        model: str,
+        payload: dict[str, Any],
+        path: str | os.PathLike[str],
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        on_progress: ProgressCallback | None = None,
+        on_download: DownloadCallback | None = None,
+    ) -> Request:
+        """Submit, wait and download in one call; answers the finished request."""
+        return self._run(
+            self._core.generate(
+                model,
+                payload,
+                path,
+                timeout=timeout,
+                poll_interval=poll_interval,
+                on_progress=on_progress,
+                on_download=on_download,
+            )
+        )
+
+    def _run(self, steps: Steps[T]) -> T:
+        """Drive a step generator to its result with blocking I/O."""
+        reply: Any = None
+        error: Exception | None = None
+        try:
+            while True:
+                try:
+                    step = steps.throw(error) if error is not None else steps.send(reply)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                reply, error = None, None
+                try:
+                    reply = self._perform(step)
+                except httpx.TransportError as exc:
+                    error = exc
+        finally:
+            steps.close()  # an exception from a callback must still close the download's file
+
+    def _perform(self, step: Send | Stream | Sleep) -> Any:
+        if isinstance(step, Sleep):
+            time.sleep(step.seconds)
+            return None
+        send = step.send if isinstance(step, Stream) else step
+        request = self._http.build_request(
+            send.method, send.url, headers=send.headers, params=send.params, json=send.json
+        )
+        if isinstance(step, Send):
+            return self._http.send(request)
+        response = self._http.send(request, stream=True)
+        try:
+            if step.sink.start(response):
+                for chunk in response.iter_bytes():
+                    step.sink.write(chunk)
+            else:
+                response.read()
+        finally:
+            response.close()
+        return response
