@@ -4,59 +4,10 @@
 own modules are imported only by ``vidqueue serve`` and ``vidqueue worker``.
 """
 
-from vidqueue.client import (
-    APIError,
-    AsyncClient,
-    AuthenticationError,
-    Client,
-    ConflictError,
-    FieldDetail,
-    MediaUrl,
-    Model,
-    NetworkError,
-    NotFoundError,
-    Outcome,
-    OutcomeError,
-    Parameter,
-    PriceInfo,
-    RateLimitError,
-    Request,
-    RequestCancelled,
-    RequestFailed,
-    RequestNotFinished,
-    ServerError,
-    TimeoutError,
-    ValidationError,
-    VideoInfo,
-    VidqueueError,
-)
+from vidqueue import client as _client
+from vidqueue.client import *  # noqa: F403 - the SDK's names are the package's names
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "APIError",
-    "AsyncClient",
-    "AuthenticationError",
-    "Client",
-    "ConflictError",
-    "FieldDetail",
-    "MediaUrl",
-    "Model",
-    "NetworkError",
-    "NotFoundError",
-    "Outcome",
-    "OutcomeError",
-    "Parameter",
-    "PriceInfo",
-    "RateLimitError",
-    "Request",
-    "RequestCancelled",
-    "RequestFailed",
-    "RequestNotFinished",
-    "ServerError",
-    "TimeoutError",
-    "ValidationError",
-    "VideoInfo",
-    "VidqueueError",
-    "__version__",
-]
+__all__ = ["__version__"]
+__all__ += _client.__all__  # the form type checkers follow
