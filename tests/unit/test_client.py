@@ -409,6 +409,21 @@ def test_a_non_json_success_answer_is_a_server_error() -> None:
     assert "not JSON" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"status": "queued"}, "request_id"),
+        ({"request_id": "r", "progress": "lots"}, "progress"),
+        ("done", "the answer"),
+    ],
+)
+def test_an_answer_of_the_wrong_shape_is_a_server_error_naming_the_field(body: Any, where: str) -> None:
+    with client(answer(200, body)) as c, pytest.raises(ServerError) as caught:
+        c.cancel(RID)
+    assert where in caught.value.message
+    assert "/cancel" in caught.value.message
+
+
 # -- retries -----------------------------------------------------------------------------------------------
 
 

@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import httpx
+import pydantic
 
 from vidqueue.client import errors
 from vidqueue.client.types import Model, Request
 
 T = TypeVar("T")
+M = TypeVar("M", bound=pydantic.BaseModel)
+_UNSET: Any = object()
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 API_PATH = "/api/v1/ie/requestqueue/apikey"
@@ -290,21 +293,33 @@ class Core:
         try:
             return response.json()
         except ValueError as exc:
-            raise errors.ServerError(
-                f"the server answered {response.request.method} {response.request.url.path} with something "
-                "that is not JSON",
-                status_code=response.status_code,
-                body=response.text[:500],
-            ) from exc
+            raise _unreadable(response, "it is not JSON") from exc
+
+    def _read(self, kind: type[M], response: httpx.Response, data: Any = _UNSET) -> M:
+        """An answer (or a part of it) as ``kind``; a ServerError when it is not that shape."""
+        try:
+            return kind.model_validate(self._json(response) if data is _UNSET else data)
+        except pydantic.ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"]) or "the answer"
+            raise _unreadable(response, f"{where}: {problem['msg']}") from exc
+
+    def _object(self, response: httpx.Response) -> dict[str, Any]:
+        body = self._json(response)
+        if isinstance(body, list):  # a server without an envelope answers the list itself
+            return {"items": body}
+        if not isinstance(body, dict):
+            raise _unreadable(response, "it is not a JSON object")
+        return body
 
     # -- the API ------------------------------------------------------------------------------------------
 
     def models(self) -> Steps[list[Model]]:
         """Every model; a bare ``model_ids`` list (GMI's documented answer) gives models with only an id."""
-        body = self._json((yield from self.call("GET", "/models", retry=True)))
-        if isinstance(body, list):
-            body = {"models": body}
-        models = [Model.model_validate(m) for m in body.get("models") or [] if isinstance(m, dict)]
+        response = yield from self.call("GET", "/models", retry=True)
+        body = self._object(response)
+        listed = body.get("models") or body.get("items") or []
+        models = [self._read(Model, response, m) for m in listed if isinstance(m, dict)]
         known = {m.model for m in models}
         models += [Model(model=str(m)) for m in body.get("model_ids") or [] if str(m) not in known]
         return models
@@ -312,7 +327,7 @@ class Core:
     def model(self, model_id: str) -> Steps[Model]:
         """One model's details."""
         response = yield from self.call("GET", f"/models/{_segment(model_id)}", retry=True)
-        return Model.model_validate(self._json(response))
+        return self._read(Model, response)
 
     def submit(
         self,
@@ -333,12 +348,12 @@ class Core:
         response = yield from self.call(
             "POST", "/requests", retry=idempotency_key is not None, json=body, headers=headers
         )
-        return Request.model_validate(self._json(response))
+        return self._read(Request, response)
 
     def get(self, request_id: str | Request) -> Steps[Request]:
         """A request's current state (with fresh media URLs when it succeeded)."""
         response = yield from self.call("GET", f"/requests/{_segment(request_id)}", retry=True)
-        return Request.model_validate(self._json(response))
+        return self._read(Request, response)
 
     def list_page(
         self, model_id: str | None, status: str | None, limit: int, cursor: str | None
@@ -348,17 +363,16 @@ class Core:
         for name, value in (("model_id", model_id), ("status", status), ("cursor", cursor)):
             if value is not None:
                 params[name] = value
-        body = self._json((yield from self.call("GET", "/requests", retry=True, params=params)))
-        if isinstance(body, list):  # a server without pagination answers the list itself
-            return [Request.model_validate(r) for r in body], None
-        requests = [Request.model_validate(r) for r in body.get("requests") or []]
+        response = yield from self.call("GET", "/requests", retry=True, params=params)
+        body = self._object(response)
+        requests = [self._read(Request, response, r) for r in body.get("requests") or body.get("items") or []]
         next_cursor = body.get("next_cursor")
         return requests, (str(next_cursor) if next_cursor and requests else None)
 
     def cancel(self, request_id: str | Request) -> Steps[Request]:
         """Cancel a request (safe to repeat: a cancel of a finished request changes nothing)."""
         response = yield from self.call("POST", f"/requests/{_segment(request_id)}/cancel", retry=True)
-        return Request.model_validate(self._json(response))
+        return self._read(Request, response)
 
     def wait(
         self,
@@ -477,6 +491,16 @@ class Core:
         )
         yield from self.download(done, path, index=0, on_progress=on_download)
         return done
+
+
+def _unreadable(response: httpx.Response, why: str) -> errors.ServerError:
+    """The error for a success answer the SDK cannot read."""
+    request = response.request
+    return errors.ServerError(
+        f"the answer to {request.method} {request.url.path} could not be read: {why}",
+        status_code=response.status_code,
+        body=response.text[:500],
+    )
 
 
 def _segment(value: str | Request) -> str:
