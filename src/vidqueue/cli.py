@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -125,11 +127,20 @@ def serve(
     log.info(
         "serving on %s (data dir %s, %d workers)", settings.base_url, settings.data_dir.resolve(), settings.workers
     )
+    # uvicorn re-raises the signal that stopped it once it has shut down; with the default action that kills this
+    # process before the workers are stopped. This handler takes that re-raised signal, so the cleanup runs.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _after_uvicorn)
     try:
         uvicorn.run(api, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     finally:
         supervisor.stop()
         store.close()
+
+
+def _after_uvicorn(signum: int, frame: FrameType | None) -> None:
+    """Swallow the stop signal uvicorn raises again after its shutdown (and any during the workers' stop)."""
+    log.info("stopping (signal %d)", signum)
 
 
 @app.command(rich_help_panel="Server")

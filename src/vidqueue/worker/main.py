@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from vidqueue.bootstrap import open_storage, prepare_data_dir, store_for
@@ -32,6 +33,30 @@ def _die_with_parent() -> None:
         pass
 
 
+def _relay_stop_signals(stop: Callable[[], None]) -> None:
+    """Call ``stop`` from a thread when SIGTERM or SIGINT arrives.
+
+    A Python signal handler runs between bytecodes of the main thread, which may be inside ``Event.wait`` holding
+    the event's lock: calling ``Event.set`` there deadlocks. The C-level wake-up fd carries the signal to a
+    thread instead, and the handlers themselves do nothing.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _ignore)
+
+    def relay() -> None:
+        os.read(read_fd, 1)
+        stop()
+
+    threading.Thread(target=relay, name="signals", daemon=True).start()
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A handler that only keeps the default action (death) away; the wake-up fd does the work."""
+
+
 def run_worker(settings: Settings, *, supervised: bool = False) -> None:
     """Run one worker process until SIGTERM/SIGINT."""
     if supervised:
@@ -49,11 +74,7 @@ def run_worker(settings: Settings, *, supervised: bool = False) -> None:
         workdir=settings.data_dir.resolve() / "work",
     )
 
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        worker.stopping.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    _relay_stop_signals(worker.stopping.set)
     if supervised:
 
         def _watch_parent() -> None:
