@@ -43,9 +43,11 @@ def fast_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `vidqueue …` as a subprocess."""
-    full_env = {**os.environ, **(env or {})}
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, inherit: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run `vidqueue …` as a subprocess, with ``env`` over this process's environment (or alone: ``inherit=False``)."""
+    full_env = {**os.environ, **(env or {})} if inherit else dict(env or {})
     return subprocess.run(
         [sys.executable, "-m", "vidqueue", *args],
         capture_output=True,
@@ -53,6 +55,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) 
         env=full_env,
         timeout=timeout,
         check=False,
+        stdin=subprocess.DEVNULL,
     )
 
 

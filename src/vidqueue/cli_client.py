@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import pydantic
 import typer
 
 from vidqueue import cli_output as show
@@ -101,6 +102,12 @@ def _answers(api_key: str | None, json_out: bool = False) -> Iterator[None]:
         _exit(exc.message, EXIT_SERVER)
     except (APIError, NetworkError, VidqueueError) as exc:
         _exit(str(exc), EXIT_SERVER)
+    except pydantic.ValidationError as exc:  # an answer that is not the shape of a model or a request
+        _exit(f"the server's answer could not be read: {exc}", EXIT_SERVER)
+    except ValueError as exc:  # the SDK refusing an argument, e.g. an id with a slash in it
+        _exit(str(exc), EXIT_USAGE)
+    except OSError as exc:  # saving the video: a full disk, no permission
+        _exit(f"could not save the video: {exc}", EXIT_USAGE)
     except KeyboardInterrupt:
         _exit("interrupted; a request already submitted keeps going on the server", 130)
 
@@ -116,25 +123,46 @@ def _client(base_url: str | None, api_key: str | None) -> Client:
         _exit(str(exc), EXIT_USAGE)
 
 
+def _check_output(output: Path | None) -> None:
+    """Refuse an --output that cannot be written, before anything is submitted or waited for."""
+    if output is None:
+        return
+    if output.is_dir():
+        _exit(f"--output: {output} is a directory; name the file, e.g. {output / 'video.mp4'}", EXIT_USAGE)
+    parent = output.parent
+    if not parent.is_dir():
+        _exit(f"--output: the directory {parent} does not exist", EXIT_USAGE)
+
+
 def _live() -> bool:
     return show.err.is_terminal
 
 
-def _finish(client: Client, request: Request, *, output: Path | None, json_out: bool, watch: show.Watch) -> None:
-    """Print a finished request, after saving its video when asked to."""
-    if output is not None:
-        path = client.download(request, output, on_progress=watch.bytes)
-        if not json_out:
-            size = path.stat().st_size
-            show.out.print(f"saved {path} ({size} bytes)", markup=False, soft_wrap=True)
+def _follow(
+    client: Client,
+    request: Request | str,
+    *,
+    wait: bool,
+    output: Path | None,
+    timeout: float | None,
+    json_out: bool,
+    quiet: bool,
+) -> None:
+    """Wait for a request (when asked) and save its video (when asked), then print how it ended."""
+    path: Path | None = None
+    with show.Watch(live=_live(), quiet=quiet) as watch:
+        if isinstance(request, Request):
+            watch.request(request)
+        done = client.wait(request, timeout=timeout, on_progress=watch.request) if wait else client.get(request)
+        if output is not None:
+            path = client.download(done, output, on_progress=watch.bytes)
+    # Printed once the live display is gone, so the two never share a line of the terminal.
     if json_out:
-        show.print_json(show.dump(request))
-    elif output is None:
-        show.out.print(show.request_table(request))
-
-
-def _wait(client: Client, request_id: str, timeout: float | None, watch: show.Watch) -> Request:
-    return client.wait(request_id, timeout=timeout, on_progress=watch.request)
+        show.print_json(show.dump(done))
+    elif path is not None:
+        show.out.print(f"saved {path} ({path.stat().st_size} bytes)", markup=False, soft_wrap=True)
+    else:
+        show.out.print(show.request_table(done))
 
 
 # -- commands ----------------------------------------------------------------------------------------------
@@ -198,6 +226,7 @@ def submit(
 ) -> None:
     """Submit a request; prints its id (or, with --wait, how it ended)."""
     payload = _payload(prompt, negative_prompt, image, params or [])
+    _check_output(output)
     with _answers(api_key, json_out), _client(base_url, api_key) as client:
         created = client.submit(model_id, payload, idempotency_key=idempotency_key, priority=priority)
         if not (wait or output):
@@ -208,10 +237,7 @@ def submit(
                 if not quiet:
                     show.err.print(show.state_line(created), markup=False, soft_wrap=True)
             return
-        with show.Watch(live=_live(), quiet=quiet) as watch:
-            watch.request(created)
-            done = _wait(client, created.request_id, timeout, watch)
-            _finish(client, done, output=output, json_out=json_out, watch=watch)
+        _follow(client, created, wait=True, output=output, timeout=timeout, json_out=json_out, quiet=quiet)
 
 
 def status(
@@ -271,13 +297,9 @@ def wait_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Wait until a request ends; exit 0 on success, 1 if it failed or was cancelled."""
-    with (
-        _answers(api_key, json_out),
-        _client(base_url, api_key) as client,
-        show.Watch(live=_live(), quiet=quiet) as watch,
-    ):
-        done = _wait(client, request_id, timeout, watch)
-        _finish(client, done, output=output, json_out=json_out, watch=watch)
+    _check_output(output)
+    with _answers(api_key, json_out), _client(base_url, api_key) as client:
+        _follow(client, request_id, wait=True, output=output, timeout=timeout, json_out=json_out, quiet=quiet)
 
 
 def download(
@@ -291,13 +313,9 @@ def download(
     quiet: QuietOpt = False,
 ) -> None:
     """Save a finished request's video (resumes after a broken connection)."""
-    with (
-        _answers(api_key, json_out),
-        _client(base_url, api_key) as client,
-        show.Watch(live=_live(), quiet=quiet) as watch,
-    ):
-        request = _wait(client, request_id, timeout, watch) if wait else client.get(request_id)
-        _finish(client, request, output=output, json_out=json_out, watch=watch)
+    _check_output(output)
+    with _answers(api_key, json_out), _client(base_url, api_key) as client:
+        _follow(client, request_id, wait=wait, output=output, timeout=timeout, json_out=json_out, quiet=quiet)
 
 
 def _payload(prompt: str | None, negative_prompt: str | None, image: str | None, params: list[str]) -> dict[str, Any]:

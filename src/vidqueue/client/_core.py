@@ -429,43 +429,48 @@ class Core:
         target = Path(path)
         part = target.with_name(target.name + ".part")
         failures = refreshes = 0
-        with open(part, "wb") as file:
-            sink = Sink(file, on_progress)
-            while True:
-                before = sink.received
-                send = Send("GET", url, {"User-Agent": USER_AGENT, **sink.request_headers()})
-                try:
-                    response: httpx.Response = yield Stream(send, sink)
-                except _TRANSIENT as exc:
-                    failures = 0 if sink.received > before else failures + 1
-                    if failures > self.max_retries:
-                        raise transport_error(exc, "GET", url) from exc
-                    yield Sleep(self.backoff(failures))
-                    continue
-                if response.status_code in (200, 206):
-                    if sink.rejected:
-                        sink.restart()
-                    elif sink.complete():
+        try:
+            with open(part, "wb") as file:
+                sink = Sink(file, on_progress)
+                while True:
+                    before = sink.received
+                    send = Send("GET", url, {"User-Agent": USER_AGENT, **sink.request_headers()})
+                    try:
+                        response: httpx.Response = yield Stream(send, sink)
+                    except _TRANSIENT as exc:
+                        failures = 0 if sink.received > before else failures + 1
+                        if failures > self.max_retries:
+                            raise transport_error(exc, "GET", url) from exc
+                        yield Sleep(self.backoff(failures))
+                        continue
+                    if response.status_code in (200, 206):
+                        if sink.rejected:
+                            sink.restart()
+                        elif sink.complete():
+                            break
+                        failures = 0 if sink.received > before else failures + 1
+                        if failures > self.max_retries:
+                            raise errors.NetworkError(f"GET {url} keeps ending before the whole file arrived")
+                        continue
+                    if response.status_code == 416 and sink.total is not None and sink.received == sink.total:
                         break
-                    failures = 0 if sink.received > before else failures + 1
-                    if failures > self.max_retries:
-                        raise errors.NetworkError(f"GET {url} keeps ending before the whole file arrived")
-                    continue
-                if response.status_code == 416 and sink.total is not None and sink.received == sink.total:
-                    break
-                if response.status_code in _EXPIRED_STATUSES and refreshes < 3:
-                    # Media URLs expire; a fresh GET of the request signs new ones.
-                    refreshes += 1
-                    request = yield from self.get(request.request_id)
-                    url = _media_url(request, index)
-                    continue
-                if response.status_code in _RETRY_STATUSES and failures < self.max_retries:
-                    failures += 1
-                    yield Sleep(retry_after(response) or self.backoff(failures))
-                    continue
-                raise error_from(response)
-            file.flush()
-            os.fsync(file.fileno())
+                    if response.status_code in _EXPIRED_STATUSES and refreshes < 3:
+                        # Media URLs expire; a fresh GET of the request signs new ones.
+                        refreshes += 1
+                        request = yield from self.get(request.request_id)
+                        url = _media_url(request, index)
+                        continue
+                    if response.status_code in _RETRY_STATUSES and failures < self.max_retries:
+                        failures += 1
+                        yield Sleep(retry_after(response) or self.backoff(failures))
+                        continue
+                    raise error_from(response)
+                file.flush()
+                os.fsync(file.fileno())
+        except BaseException:
+            # Nothing resumes a .part across calls, so a transfer that gave up leaves no litter.
+            part.unlink(missing_ok=True)
+            raise
         os.replace(part, target)
         return target
 
