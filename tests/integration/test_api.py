@@ -378,3 +378,45 @@ def test_answers_match_their_documented_models(server: Server, api: httpx.Client
     op = spec.json()["paths"][f"{BASE}/requests/{{request_id}}"]["get"]
     assert op["description"] == "A request of the caller's organisation."
     assert op["security"] == [{"bearer": []}]
+
+
+# -- Idempotency-Key ---------------------------------------------------------------------------------------
+
+
+def test_idempotency_key_answers_the_original_request_for_the_same_body(server: Server, api: httpx.Client) -> None:
+    body = {"model": TURBO, "payload": {"prompt": "idempotent fox", "duration": "5"}}
+    before = _total(api)
+    first = api.post("/requests", json=body, headers={"Idempotency-Key": "idem-1"})
+    assert first.status_code == 200, first.text
+    # The same body with its keys in another order and spelled with other whitespace is the same body.
+    again = api.post(
+        "/requests",
+        content='{"payload": {"duration": "5", "prompt": "idempotent fox"},   "model": "kling-v2-5-turbo"}',
+        headers={"Idempotency-Key": "idem-1", "Content-Type": "application/json"},
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["request_id"] == first.json()["request_id"]
+    assert _total(api) == before + 1
+    # Without the key, or under another organisation, it is a new request.
+    other_org = server.client(server.create_key("initech"))
+    theirs = other_org.post("/requests", json=body, headers={"Idempotency-Key": "idem-1"})
+    assert theirs.status_code == 200 and theirs.json()["request_id"] != first.json()["request_id"]
+    assert api.post("/requests", json=body).json()["request_id"] != first.json()["request_id"]
+
+
+def test_idempotency_key_with_a_different_body_is_409_and_queues_nothing(api: httpx.Client) -> None:
+    ok = api.post("/requests", json={"model": TURBO, "payload": {"prompt": "a"}}, headers={"Idempotency-Key": "k2"})
+    assert ok.status_code == 200
+    before = _total(api)
+    clash = api.post("/requests", json={"model": TURBO, "payload": {"prompt": "b"}}, headers={"Idempotency-Key": "k2"})
+    assert clash.status_code == 409, clash.text
+    assert clash.json()["code"] == "conflict"
+    assert "Idempotency-Key" in clash.json()["error"]
+    assert _total(api) == before
+
+
+def test_an_over_long_idempotency_key_is_refused_naming_the_header(api: httpx.Client) -> None:
+    body = {"model": TURBO, "payload": {"prompt": "a"}}
+    resp = api.post("/requests", json=body, headers={"Idempotency-Key": "k" * 256})
+    assert resp.status_code == 400, resp.text
+    assert "Idempotency-Key" in resp.text

@@ -19,6 +19,7 @@ from vidqueue import (
     AsyncClient,
     AuthenticationError,
     Client,
+    ConflictError,
     NotFoundError,
     Request,
     RequestCancelled,
@@ -200,6 +201,15 @@ def test_an_invalid_parameter_names_the_field_and_the_rule(sdk: Client) -> None:
     assert "2500" in fields["payload.prompt"]
     assert "0.1" in fields["payload.cfg_scale"]
     assert caught.value.status_code == 400
+
+
+def test_a_submit_with_an_idempotency_key_is_made_once(sdk: Client) -> None:
+    first = sdk.submit(TURBO, {"prompt": "only once"}, idempotency_key="sdk-once")
+    again = sdk.submit(TURBO, {"prompt": "only once"}, idempotency_key="sdk-once")
+    assert again.request_id == first.request_id
+    with pytest.raises(ConflictError) as caught:
+        sdk.submit(TURBO, {"prompt": "something else"}, idempotency_key="sdk-once")
+    assert caught.value.status_code == 409
 
 
 # -- downloads that break and URLs that expire -----------------------------------------------------------------

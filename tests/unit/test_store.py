@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from vidqueue.errors import LeaseLost, NotFound
-from vidqueue.store import MemoryStore, NewRequest, Status, Store
+from vidqueue.errors import Conflict, LeaseLost, NotFound
+from vidqueue.store import Idempotency, MemoryStore, NewRequest, Status, Store
 from vidqueue.store.keys import hash_key, new_api_key
 from vidqueue.store.sql import SqlStore
 
@@ -243,3 +244,50 @@ def test_live_workers_and_stats(store: Store, clock: Clock) -> None:
     stats = store.stats()
     assert stats.by_model_status == {("m", "success"): 1, ("m", "queued"): 1}
     assert stats.duration_sum == {"m": 3.0} and stats.duration_count == {"m": 1}
+
+
+def test_an_idempotency_key_gives_back_the_original_request_within_its_window(store: Store, clock: Clock) -> None:
+    idem = Idempotency("k1", "fp-a")
+    first = store.enqueue(replace(_new(1), idempotency=idem))
+    assert first.request_id == "r1"
+    again = store.enqueue(replace(_new(2), idempotency=idem))  # a retry: a fresh id, the same key and body
+    assert again.request_id == "r1"
+    replayed = store.replay("a", idem)
+    assert replayed is not None and replayed.request_id == "r1" and replayed.queue_position == 1
+    assert store.get("r2") is None
+    assert store.list("a").total == 1
+    # Another organisation's key of the same name is its own.
+    theirs = store.enqueue(replace(_new(3, org="b"), idempotency=idem))
+    assert theirs.request_id == "r3"
+    assert store.replay("b", Idempotency("k2", "fp-a")) is None
+    # Past the window the key may name a new request.
+    clock.now += idem.window_s
+    assert store.replay("a", idem) is None
+    assert store.enqueue(replace(_new(4), idempotency=idem)).request_id == "r4"
+    assert store.enqueue(replace(_new(5), idempotency=idem)).request_id == "r4"
+
+
+def test_an_idempotency_key_with_another_body_is_a_conflict_and_queues_nothing(store: Store) -> None:
+    store.enqueue(replace(_new(1), idempotency=Idempotency("k", "fp-a")))
+    with pytest.raises(Conflict, match="different body"):
+        store.enqueue(replace(_new(2), idempotency=Idempotency("k", "fp-b")))
+    with pytest.raises(Conflict):
+        store.replay("a", Idempotency("k", "fp-b"))
+    assert store.get("r2") is None
+    assert store.list("a").total == 1
+
+
+def test_racing_submits_with_one_key_make_one_request(store: Store) -> None:
+    idem = Idempotency("race", "fp")
+    got: list[str] = []
+
+    def submit(i: int) -> None:
+        got.append(store.enqueue(replace(_new(i), idempotency=idem)).request_id)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8 and len(set(got)) == 1
+    assert store.list("a").total == 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+import orjson
+from fastapi import APIRouter, Header, Query
 from starlette.concurrency import run_in_threadpool
 
 from vidqueue.api.auth import Auth, Caller
@@ -16,7 +18,7 @@ from vidqueue.api.schemas import ErrorOut, ModelDetails, ModelList, RequestList,
 from vidqueue.api.state import AppState
 from vidqueue.errors import NotFound
 from vidqueue.media.images import load_image
-from vidqueue.store import NewRequest, Status
+from vidqueue.store import Idempotency, NewRequest, Status
 
 BASE_PATHS = ("/api/v1/ie/requestqueue/apikey", "/api/v1/ie/requestqueue")
 LIVE_WORKER_S = 30.0
@@ -76,13 +78,33 @@ async def get_model(model_id: str, caller: Auth) -> Json:
     summary="Submit a request",
     responses={
         200: {"model": RequestOut},
+        409: {"model": ErrorOut, "description": "Idempotency-Key used before with a different body"},
         413: {"model": ErrorOut, "description": "Body too large"},
         415: {"model": ErrorOut, "description": "Body is not JSON"},
     },
 )
-async def submit(body: SubmitBody, caller: Auth) -> Json:
+async def submit(
+    body: SubmitBody,
+    caller: Auth,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="The same key with the same body within 24 h answers the original request, not a new one.",
+        ),
+    ] = None,
+) -> Json:
     """Validate the payload (fetching and checking an input image) and queue the request."""
     state = caller.state
+    idem: Idempotency | None = None
+    if idempotency_key is not None:
+        idem = Idempotency(idempotency_key, _fingerprint(body))
+        # A retry of a submit that went through answers at once, without validating or fetching again.
+        original = await state.call(state.store.replay, caller.org_id, idem)
+        if original is not None:
+            return Json(present_request(original, state.storage, state.settings.media_url_ttl_s))
     spec = state.catalog.get(body.model)
     payload = spec.validate(body.payload)
     request_id = str(uuid.uuid4())
@@ -108,9 +130,16 @@ async def submit(body: SubmitBody, caller: Auth) -> Json:
             payload=payload,
             priority=body.priority,
             input_key=input_key,
+            idempotency=idem,
         ),
     )
     return Json(present_request(record, state.storage, state.settings.media_url_ttl_s))
+
+
+def _fingerprint(body: SubmitBody) -> str:
+    """A digest of what a submit asked for, as sent (key order and whitespace do not count)."""
+    canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
 
 
 @router.get(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from vidqueue.store.base import Store
 from vidqueue.store.memory import MemoryStore
-from vidqueue.store.records import ApiKey, NewRequest, Page, QueueStats, Recovered, RequestRecord, Status
+from vidqueue.store.records import ApiKey, Idempotency, NewRequest, Page, QueueStats, Recovered, RequestRecord, Status
 
 
 def open_store(url: str, clock: Callable[[], float] = time.time) -> Store:
@@ -21,6 +21,7 @@ def open_store(url: str, clock: Callable[[], float] = time.time) -> Store:
 
 __all__ = [
     "ApiKey",
+    "Idempotency",
     "MemoryStore",
     "NewRequest",
     "Page",

@@ -6,7 +6,7 @@ import builtins
 from collections.abc import Collection
 from typing import Any, Protocol
 
-from vidqueue.store.records import ApiKey, NewRequest, Page, QueueStats, Recovered, RequestRecord, Status
+from vidqueue.store.records import ApiKey, Idempotency, NewRequest, Page, QueueStats, Recovered, RequestRecord, Status
 
 
 class Store(Protocol):
@@ -22,6 +22,10 @@ class Store(Protocol):
     # -- the API side ------------------------------------------------------------------------------------
     def enqueue(self, new: NewRequest) -> RequestRecord:
         """Insert a queued request."""
+        ...
+
+    def replay(self, org_id: str, idem: Idempotency) -> RequestRecord | None:
+        """The request an Idempotency-Key already made with this body (Conflict if with another), or None."""
         ...
 
     def get(self, request_id: str, org_id: str | None = None) -> RequestRecord | None:

@@ -10,7 +10,16 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from vidqueue.errors import LeaseLost, NotFound
-from vidqueue.store.records import ApiKey, NewRequest, Page, QueueStats, Recovered, RequestRecord, Status
+from vidqueue.store.records import (
+    ApiKey,
+    Idempotency,
+    NewRequest,
+    Page,
+    QueueStats,
+    Recovered,
+    RequestRecord,
+    Status,
+)
 from vidqueue.store.rules import (
     CANCELLED_MESSAGE,
     decode_cursor,
@@ -19,6 +28,7 @@ from vidqueue.store.rules import (
     ensure_transition,
     log_transition,
     recovery,
+    replayed,
 )
 
 
@@ -34,6 +44,7 @@ class MemoryStore:
         self._keys: dict[str, ApiKey] = {}
         self._seq = 0
         self._workers: dict[str, tuple[builtins.list[str], float]] = {}
+        self._keys_used: dict[tuple[str, str], tuple[str, float, str]] = {}  # (org, key) → fingerprint, time, id
 
     # -- helpers -----------------------------------------------------------------------------------------
     def _queued_order(self) -> list[RequestRecord]:
@@ -64,6 +75,11 @@ class MemoryStore:
         """Insert a queued request."""
         with self._lock:
             now = self._clock()
+            if new.idempotency is not None:
+                original = self._replay(new.org_id, new.idempotency, now)
+                if original is not None:
+                    return original
+                self._keys_used[(new.org_id, new.idempotency.key)] = (new.idempotency.fingerprint, now, new.request_id)
             self._seq += 1
             row = RequestRecord(
                 request_id=new.request_id,
@@ -83,6 +99,19 @@ class MemoryStore:
             out = copy.deepcopy(self._with_position(row))
         log_transition(new.request_id, "new", Status.QUEUED, model=new.model, org=new.org_id)
         return out
+
+    def replay(self, org_id: str, idem: Idempotency) -> RequestRecord | None:
+        """The request an Idempotency-Key already made with this body (Conflict if with another), or None."""
+        with self._lock:
+            return self._replay(org_id, idem, self._clock())
+
+    def _replay(self, org_id: str, idem: Idempotency, now: float) -> RequestRecord | None:
+        found = self._keys_used.get((org_id, idem.key))
+        if not replayed(idem, found[:2] if found else None, now):
+            return None
+        assert found is not None
+        row = self._rows.get(found[2])
+        return None if row is None else copy.deepcopy(self._with_position(row))
 
     def get(self, request_id: str, org_id: str | None = None) -> RequestRecord | None:
         """One request (only within ``org_id`` when given), with its queue position."""

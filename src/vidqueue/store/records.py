@@ -25,6 +25,15 @@ TERMINAL = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED})
 
 
 @dataclass(frozen=True)
+class Idempotency:
+    """A submit's Idempotency-Key and the fingerprint of the body it came with."""
+
+    key: str
+    fingerprint: str
+    window_s: float = 24 * 3600  # how long the key holds; after that it may name a new request
+
+
+@dataclass(frozen=True)
 class NewRequest:
     """A validated submission, ready to be queued."""
 
@@ -35,6 +44,7 @@ class NewRequest:
     priority: int = 0
     callback_url: str | None = None
     input_key: str | None = None  # storage key of the checked input image
+    idempotency: Idempotency | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Rules both store implementations share: cursors, cancel messages, recovery decisions."""
+"""Rules both store implementations share: cursors, cancel messages, recovery decisions, idempotency keys."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from vidqueue.errors import Conflict, FieldError, InvalidInput
-from vidqueue.store.records import TERMINAL, Status
+from vidqueue.store.records import TERMINAL, Idempotency, Status
 
 log = logging.getLogger("vidqueue.store")
 
@@ -68,3 +68,19 @@ def log_transition(request_id: str, old: Status | str, new: Status, **extra: Any
     """The one log line per state change of a request."""
     tail = " ".join(f"{k}={v}" for k, v in extra.items() if v is not None)
     log.info("request %s %s -> %s%s", request_id, old, new, f" {tail}" if tail else "")
+
+
+def replayed(idem: Idempotency, found: tuple[str, float] | None, now: float) -> bool:
+    """Whether a stored key (its fingerprint and time) means "answer the original request".
+
+    False when there is no key or it is older than its window (a new request may take it); Conflict when the
+    key is fresh but came with another body.
+    """
+    if found is None or now - found[1] >= idem.window_s:
+        return False
+    if found[0] != idem.fingerprint:
+        raise Conflict(
+            f"Idempotency-Key '{idem.key}' was used with a different body in the last "
+            f"{idem.window_s / 3600:g} h; use a new key for a new request."
+        )
+    return True

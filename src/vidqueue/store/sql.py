@@ -22,6 +22,7 @@ from vidqueue.errors import LeaseLost, NotFound, StoreUnavailable
 from vidqueue.store import migrate
 from vidqueue.store.records import (
     ApiKey,
+    Idempotency,
     NewRequest,
     Page,
     QueueStats,
@@ -36,10 +37,15 @@ from vidqueue.store.rules import (
     ending,
     log_transition,
     recovery,
+    replayed,
 )
-from vidqueue.store.schema import api_keys, requests, workers
+from vidqueue.store.schema import api_keys, idempotency_keys, requests, workers
 
 _R = requests.c
+_K = idempotency_keys.c
+_KEY = sa.select(_K.fingerprint, _K.created_at, _K.request_id).where(
+    _K.org_id == sa.bindparam("org"), _K.key == sa.bindparam("key")
+)
 # Built once: constructing a statement costs more than running it on SQLite.
 _GET = sa.select(requests).where(_R.request_id == sa.bindparam("rid"))
 _GET_IN_ORG = _GET.where(_R.org_id == sa.bindparam("org"))
@@ -289,7 +295,11 @@ class SqlStore:
             "attempts": 0,
         }
         row: Row[Any] | dict[str, Any]
-        if self._fast is not None:
+        if new.idempotency is not None:
+            original, row = self._insert_once(new.org_id, new.idempotency, values)
+            if original:
+                return _record(row, self._positions([row]).get(row.request_id))
+        elif self._fast is not None:
             row = self._fast.insert(values)
         else:
             with self._write() as conn:
@@ -300,6 +310,50 @@ class SqlStore:
             bisect.insort(self._order, (-new.priority, row["seq"] if isinstance(row, dict) else row.seq))
         # A submit does not pay for a refresh: its position among the snapshot is estimate enough.
         return _record(row, self._positions([row], refresh=False).get(new.request_id))
+
+    def _insert_once(self, org_id: str, idem: Idempotency, values: dict[str, Any]) -> tuple[bool, Row[Any]]:
+        """Insert the request and its key in one transaction, unless the key names a request already.
+
+        Answers (True, the original row) for a replay, (False, the new row) otherwise; Conflict for a key used
+        with another body. Two submits racing with one key meet at the key's primary key: the loser reads again.
+        """
+        for attempt in range(2):
+            try:
+                with self._write() as conn:
+                    params = {"org": org_id, "key": idem.key}
+                    found = conn.execute(_KEY, params).one_or_none()
+                    if replayed(idem, (found.fingerprint, found.created_at) if found else None, values["created_at"]):
+                        assert found is not None
+                        original = conn.execute(_GET, {"rid": found.request_id}).one_or_none()
+                        if original is not None:
+                            return True, original
+                    if found is not None:  # expired, or its request was pruned: the key is free again
+                        conn.execute(sa.delete(idempotency_keys).where(_K.org_id == org_id, _K.key == idem.key))
+                    row = conn.execute(_INSERT, values).one()
+                    conn.execute(
+                        sa.insert(idempotency_keys).values(
+                            org_id=org_id,
+                            key=idem.key,
+                            fingerprint=idem.fingerprint,
+                            request_id=values["request_id"],
+                            created_at=values["created_at"],
+                        )
+                    )
+                    return False, row
+            except sa.exc.IntegrityError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def replay(self, org_id: str, idem: Idempotency) -> RequestRecord | None:
+        """The request an Idempotency-Key already made with this body (Conflict if with another), or None."""
+        with self._read(single=True) as conn:
+            found = conn.execute(_KEY, {"org": org_id, "key": idem.key}).one_or_none()
+            if not replayed(idem, (found.fingerprint, found.created_at) if found else None, self._clock()):
+                return None
+            assert found is not None
+            row = conn.execute(_GET, {"rid": found.request_id}).one_or_none()
+        return None if row is None else _record(row, self._positions([row]).get(row.request_id))
 
     def get(self, request_id: str, org_id: str | None = None) -> RequestRecord | None:
         """One request (only within ``org_id`` when given), with its queue position."""
