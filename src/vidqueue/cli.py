@@ -78,14 +78,14 @@ def _store(settings: Settings) -> Store:
 @app.command(rich_help_panel="Server")
 def serve(
     host: Annotated[
-        str | None, typer.Option(envvar="VIDQUEUE_HOST", help="Address to listen on [default: 127.0.0.1].")
+        str | None, typer.Option(envvar="VIDQUEUE_HOST", help="Address to listen on (default: 127.0.0.1).")
     ] = None,
-    port: Annotated[int | None, typer.Option(envvar="VIDQUEUE_PORT", help="Port to listen on [default: 8000].")] = None,
+    port: Annotated[int | None, typer.Option(envvar="VIDQUEUE_PORT", help="Port to listen on (default: 8000).")] = None,
     data_dir: DataDirOpt = None,
     workers: Annotated[
         int | None,
         typer.Option(
-            envvar="VIDQUEUE_WORKERS", help="Worker processes to run beside the API; 0 = API only [default: 2]."
+            envvar="VIDQUEUE_WORKERS", help="Worker processes to run beside the API; 0 = API only (default: 2)."
         ),
     ] = None,
     config: ConfigOpt = None,

@@ -42,7 +42,7 @@ BaseUrlOpt = Annotated[
     typer.Option(
         "--base-url",
         envvar="VIDQUEUE_BASE_URL",
-        help="The server [default: http://127.0.0.1:8000; https://console.gmicloud.ai for GMI Cloud].",
+        help="The server (default: http://127.0.0.1:8000; https://console.gmicloud.ai for GMI Cloud).",
         show_default=False,
     ),
 ]
@@ -51,7 +51,7 @@ ApiKeyOpt = Annotated[
     typer.Option(
         "--api-key",
         envvar="VIDQUEUE_API_KEY",
-        help="The API key [default: $VIDQUEUE_API_KEY, else $GMI_API_KEY].",
+        help="The API key (default: $VIDQUEUE_API_KEY, else $GMI_API_KEY).",
         show_default=False,
         show_envvar=False,
     ),
@@ -60,7 +60,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, for
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")]
 TimeoutOpt = Annotated[
     float | None,
-    typer.Option("--timeout", help="Stop waiting after this many seconds (exit 5) [default: 3600].", min=0.001),
+    typer.Option("--timeout", help="Stop waiting after this many seconds, then exit 5 (default: 3600).", min=0.001),
 ]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="Save the video here (implies --wait).", show_default=False)

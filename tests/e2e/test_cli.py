@@ -108,6 +108,11 @@ def test_help_lists_the_serve_worker_and_keys_commands() -> None:
     assert out.returncode == 0, out.stderr
     for command in ("serve", "worker", "keys"):
         assert command in out.stdout
+    # Defaults written in brackets would be eaten as rich markup; they must reach the reader.
+    serve = run_cli("serve", "--help", env={"COLUMNS": "200"})
+    assert "(default: 8000)" in serve.stdout and "(default: 2)" in serve.stdout, serve.stdout
+    submit = run_cli("submit", "--help", env={"COLUMNS": "200"})
+    assert "(default: http://127.0.0.1:8000" in submit.stdout, submit.stdout
     keys = run_cli("keys", "--help")
     assert keys.returncode == 0, keys.stderr
     for command in ("create", "list", "revoke"):
