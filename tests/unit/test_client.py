@@ -671,6 +671,14 @@ def test_download_fetches_the_request_again_when_its_url_expired(tmp_path: Path,
     assert len(server.api) == 1  # one fresh GET of the request
 
 
+def test_download_of_a_stale_unfinished_request_object_asks_for_its_current_state(tmp_path: Path) -> None:
+    server = MediaServer()
+    with client(server) as c:
+        c.download(Request(request_id=RID, status="processing"), tmp_path / "v.mp4")
+    assert (tmp_path / "v.mp4").read_bytes() == VIDEO
+    assert len(server.api) == 1
+
+
 def test_async_download_resumes_too(tmp_path: Path, naps: list[float]) -> None:
     server = MediaServer(breaks=3)
 

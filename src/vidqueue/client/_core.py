@@ -423,8 +423,8 @@ class Core:
         on_progress: DownloadCallback | None,
     ) -> Steps[Path]:
         """Stream a result to ``path``: resumed with Range after a broken connection, fresh URL when one expired."""
-        if isinstance(request, str):
-            request = yield from self.get(request)
+        if isinstance(request, str) or request.status != "success":
+            request = yield from self.get(request)  # by id, or a stale object: ask for the current state
         url = _media_url(request, index)
         target = Path(path)
         part = target.with_name(target.name + ".part")
