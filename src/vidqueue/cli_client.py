@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import pydantic
 import typer
 
 from vidqueue import cli_output as show
 from vidqueue.client import (
-    APIError,
     AuthenticationError,
     Client,
     ConflictError,
-    NetworkError,
     NotFoundError,
     Request,
     RequestCancelled,
@@ -74,53 +70,41 @@ def _exit(message: str, code: int) -> NoReturn:
 
 
 @contextmanager
-def _answers(api_key: str | None, json_out: bool = False) -> Iterator[None]:
-    """Turn the SDK's exceptions into one clear message and the documented exit code."""
-    try:
-        yield
-    except ValidationError as exc:
-        lines = [str(d) for d in exc.details] or [exc.message]
-        if exc.details and exc.message and len(exc.details) > 1:
-            lines.insert(0, exc.message)
-        _exit("\n  ".join(lines), EXIT_USAGE)
-    except AuthenticationError as exc:
-        hint = "" if _key_given(api_key) else " (no key given: pass --api-key or set VIDQUEUE_API_KEY)"
-        _exit(exc.message + hint, EXIT_AUTH)
-    except NotFoundError as exc:
-        _exit(exc.message, EXIT_NOT_FOUND)
-    except ConflictError as exc:
-        _exit(exc.message, EXIT_USAGE)
-    except (RequestFailed, RequestCancelled) as exc:
-        if json_out:
-            show.print_json(show.dump(exc.request))
-        _exit(str(exc), EXIT_FAILED)
-    except RequestNotFinished as exc:
-        _exit(f"{exc}; wait for it first (`vidqueue wait {exc.request.request_id}`)", EXIT_FAILED)
-    except TimeoutError as exc:
-        if json_out and exc.request is not None:
-            show.print_json(show.dump(exc.request))
-        _exit(exc.message, EXIT_SERVER)
-    except (APIError, NetworkError, VidqueueError) as exc:
-        _exit(str(exc), EXIT_SERVER)
-    except pydantic.ValidationError as exc:  # an answer that is not the shape of a model or a request
-        _exit(f"the server's answer could not be read: {exc}", EXIT_SERVER)
-    except ValueError as exc:  # the SDK refusing an argument, e.g. an id with a slash in it
-        _exit(str(exc), EXIT_USAGE)
-    except OSError as exc:  # saving the video: a full disk, no permission
-        _exit(f"could not save the video: {exc}", EXIT_USAGE)
-    except KeyboardInterrupt:
-        _exit("interrupted; a request already submitted keeps going on the server", 130)
-
-
-def _key_given(api_key: str | None) -> bool:
-    return bool(api_key or os.environ.get("VIDQUEUE_API_KEY") or os.environ.get("GMI_API_KEY"))
-
-
-def _client(base_url: str | None, api_key: str | None) -> Client:
-    try:
-        return Client(base_url, api_key)
-    except ValueError as exc:
-        _exit(str(exc), EXIT_USAGE)
+def _session(base_url: str | None, api_key: str | None, json_out: bool = False) -> Iterator[Client]:
+    """A client for one command, with the SDK's exceptions turned into one clear message and the exit code."""
+    with Client(base_url, api_key) as client:
+        try:
+            yield client
+        except ValidationError as exc:
+            lines = [str(d) for d in exc.details] or [exc.message]
+            if exc.details and exc.message and len(exc.details) > 1:
+                lines.insert(0, exc.message)
+            _exit("\n  ".join(lines), EXIT_USAGE)
+        except AuthenticationError as exc:
+            hint = "" if client.api_key else " (no key given: pass --api-key or set VIDQUEUE_API_KEY)"
+            _exit(exc.message + hint, EXIT_AUTH)
+        except NotFoundError as exc:
+            _exit(exc.message, EXIT_NOT_FOUND)
+        except ConflictError as exc:
+            _exit(exc.message, EXIT_USAGE)
+        except (RequestFailed, RequestCancelled) as exc:
+            if json_out:
+                show.print_json(show.dump(exc.request))
+            _exit(str(exc), EXIT_FAILED)
+        except RequestNotFinished as exc:
+            _exit(f"{exc}; wait for it first (`vidqueue wait {exc.request.request_id}`)", EXIT_FAILED)
+        except TimeoutError as exc:
+            if json_out and exc.request is not None:
+                show.print_json(show.dump(exc.request))
+            _exit(exc.message, EXIT_SERVER)
+        except VidqueueError as exc:  # server errors, rate limits, the network, answers that cannot be read
+            _exit(str(exc), EXIT_SERVER)
+        except ValueError as exc:  # the SDK refusing an argument, e.g. an id with a slash in it
+            _exit(str(exc), EXIT_USAGE)
+        except OSError as exc:  # saving the video: a full disk, no permission
+            _exit(f"could not save the video: {exc}", EXIT_USAGE)
+        except KeyboardInterrupt:
+            _exit("interrupted; a request already submitted keeps going on the server", 130)
 
 
 def _check_output(output: Path | None) -> None:
@@ -170,7 +154,7 @@ def _follow(
 
 def models(base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None, json_out: JsonOpt = False) -> None:
     """List the models the server offers."""
-    with _answers(api_key), _client(base_url, api_key) as client:
+    with _session(base_url, api_key) as client:
         found = client.models()
         if json_out:
             show.print_json([m.model_dump(mode="json", exclude_none=True) for m in found])
@@ -185,7 +169,7 @@ def model(
     json_out: JsonOpt = False,
 ) -> None:
     """Show one model: its parameters, their defaults and rules."""
-    with _answers(api_key), _client(base_url, api_key) as client:
+    with _session(base_url, api_key) as client:
         found = client.model(model_id)
         if json_out:
             show.print_json(found.model_dump(mode="json", exclude_none=True))
@@ -227,7 +211,7 @@ def submit(
     """Submit a request; prints its id (or, with --wait, how it ended)."""
     payload = _payload(prompt, negative_prompt, image, params or [])
     _check_output(output)
-    with _answers(api_key, json_out), _client(base_url, api_key) as client:
+    with _session(base_url, api_key, json_out) as client:
         created = client.submit(model_id, payload, idempotency_key=idempotency_key, priority=priority)
         if not (wait or output):
             if json_out:
@@ -244,7 +228,7 @@ def status(
     request_id: IdArg, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None, json_out: JsonOpt = False
 ) -> None:
     """Show a request: status, progress, timestamps, result URLs."""
-    with _answers(api_key), _client(base_url, api_key) as client:
+    with _session(base_url, api_key) as client:
         request = client.get(request_id)
         if json_out:
             show.print_json(show.dump(request))
@@ -263,7 +247,7 @@ def list_requests(
     json_out: JsonOpt = False,
 ) -> None:
     """List your organisation's requests, newest first."""
-    with _answers(api_key), _client(base_url, api_key) as client:
+    with _session(base_url, api_key) as client:
         found: list[Request] = []
         for request in client.list(model_id=model_id, status=status_filter, page_size=min(limit, 100)):
             found.append(request)
@@ -279,7 +263,7 @@ def cancel(
     request_id: IdArg, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None, json_out: JsonOpt = False
 ) -> None:
     """Cancel a request (a finished one stays as it was)."""
-    with _answers(api_key), _client(base_url, api_key) as client:
+    with _session(base_url, api_key) as client:
         request = client.cancel(request_id)
         if json_out:
             show.print_json(show.dump(request))
@@ -298,7 +282,7 @@ def wait_command(
 ) -> None:
     """Wait until a request ends; exit 0 on success, 1 if it failed or was cancelled."""
     _check_output(output)
-    with _answers(api_key, json_out), _client(base_url, api_key) as client:
+    with _session(base_url, api_key, json_out) as client:
         _follow(client, request_id, wait=True, output=output, timeout=timeout, json_out=json_out, quiet=quiet)
 
 
@@ -314,7 +298,7 @@ def download(
 ) -> None:
     """Save a finished request's video (resumes after a broken connection)."""
     _check_output(output)
-    with _answers(api_key, json_out), _client(base_url, api_key) as client:
+    with _session(base_url, api_key, json_out) as client:
         _follow(client, request_id, wait=wait, output=output, timeout=timeout, json_out=json_out, quiet=quiet)
 
 

@@ -32,6 +32,7 @@ _UNSET: Any = object()
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 API_PATH = "/api/v1/ie/requestqueue/apikey"
 USER_AGENT = "vidqueue-python/0.1"
+MAX_POLL_INTERVAL = 5.0  # seconds between polls that ``wait`` backs off to while nothing changes
 
 ProgressCallback = Callable[[Request], None]
 DownloadCallback = Callable[[int, int | None], None]
@@ -491,7 +492,7 @@ class Core:
             created.request_id,
             timeout=timeout,
             poll_interval=poll_interval,
-            max_poll_interval=max(5.0, poll_interval),
+            max_poll_interval=MAX_POLL_INTERVAL,  # wait() never polls slower than poll_interval asks
             on_progress=on_progress,
         )
         yield from self.download(done, path, index=0, on_progress=on_download)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import httpx
 
 from vidqueue.client._core import (
+    MAX_POLL_INTERVAL,
     DownloadCallback,
     ProgressCallback,
     Send,
@@ -53,6 +54,11 @@ class Client:
     def base_url(self) -> str:
         """The server this client talks to."""
         return self._core.base_url
+
+    @property
+    def api_key(self) -> str | None:
+        """The key sent with each call (from the argument or the environment), or None."""
+        return self._core.api_key
 
     def __enter__(self) -> Client:
         return self
@@ -113,7 +119,7 @@ class Client:
         *,
         timeout: float | None = None,
         poll_interval: float = 1.0,
-        max_poll_interval: float = 5.0,
+        max_poll_interval: float = MAX_POLL_INTERVAL,
         on_progress: ProgressCallback | None = None,
     ) -> Request:
         """Poll until success (returned) or failure (RequestFailed, RequestCancelled); TimeoutError past ``timeout``.

@@ -17,7 +17,7 @@ TERMINAL = frozenset({"success", "failed", "cancelled"})
 def _seconds(value: Any) -> Any:
     """Whole Unix seconds from an int, a float, a numeric string or an ISO 8601 time; None stays None."""
     if value is None or isinstance(value, bool):
-        return None if value is None else value
+        return value  # unchanged: None stays None, and a bool is not a time to convert
     if isinstance(value, int | float):
         # Some upstreams answer milliseconds; no request was made before 2001 or after 2286 in seconds.
         return int(value / 1000) if value > 1e11 else int(value)

@@ -315,35 +315,35 @@ class SqlStore:
         """Insert the request and its key in one transaction, unless the key names a request already.
 
         Answers (True, the original row) for a replay, (False, the new row) otherwise; Conflict for a key used
-        with another body. Two submits racing with one key meet at the key's primary key: the loser reads again.
+        with another body.
         """
-        for attempt in range(2):
-            try:
-                with self._write() as conn:
-                    params = {"org": org_id, "key": idem.key}
-                    found = conn.execute(_KEY, params).one_or_none()
-                    if replayed(idem, (found.fingerprint, found.created_at) if found else None, values["created_at"]):
-                        assert found is not None
-                        original = conn.execute(_GET, {"rid": found.request_id}).one_or_none()
-                        if original is not None:
-                            return True, original
-                    if found is not None:  # expired, or its request was pruned: the key is free again
-                        conn.execute(sa.delete(idempotency_keys).where(_K.org_id == org_id, _K.key == idem.key))
-                    row = conn.execute(_INSERT, values).one()
-                    conn.execute(
-                        sa.insert(idempotency_keys).values(
-                            org_id=org_id,
-                            key=idem.key,
-                            fingerprint=idem.fingerprint,
-                            request_id=values["request_id"],
-                            created_at=values["created_at"],
-                        )
-                    )
-                    return False, row
-            except sa.exc.IntegrityError:
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            return self._insert_with_key(org_id, idem, values)
+        except sa.exc.IntegrityError:
+            # Two submits raced with one key and met at its primary key: the winner's row is there to read now.
+            return self._insert_with_key(org_id, idem, values)
+
+    def _insert_with_key(self, org_id: str, idem: Idempotency, values: dict[str, Any]) -> tuple[bool, Row[Any]]:
+        with self._write() as conn:
+            found = conn.execute(_KEY, {"org": org_id, "key": idem.key}).one_or_none()
+            if replayed(idem, (found.fingerprint, found.created_at) if found else None, values["created_at"]):
+                assert found is not None
+                original = conn.execute(_GET, {"rid": found.request_id}).one_or_none()
+                if original is not None:
+                    return True, original
+            if found is not None:  # expired, or its request was pruned: the key is free again
+                conn.execute(sa.delete(idempotency_keys).where(_K.org_id == org_id, _K.key == idem.key))
+            row = conn.execute(_INSERT, values).one()
+            conn.execute(
+                sa.insert(idempotency_keys).values(
+                    org_id=org_id,
+                    key=idem.key,
+                    fingerprint=idem.fingerprint,
+                    request_id=values["request_id"],
+                    created_at=values["created_at"],
+                )
+            )
+            return False, row
 
     def replay(self, org_id: str, idem: Idempotency) -> RequestRecord | None:
         """The request an Idempotency-Key already made with this body (Conflict if with another), or None."""
