@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 
 BASE = "/api/v1/ie/requestqueue/apikey"
+# Credentials that would route models to a real upstream; a test server gets them only when a test gives them.
+UPSTREAM_KEYS = ("KLING_ACCESS_KEY", "KLING_SECRET_KEY", "GMI_API_KEY")
 SDK_BASE = "/api/v1/ie/requestqueue"
 TERMINAL = {"success", "failed", "cancelled"}
 
@@ -47,7 +49,8 @@ def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60, inherit: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run `vidqueue …` as a subprocess, with ``env`` over this process's environment (or alone: ``inherit=False``)."""
-    full_env = {**os.environ, **(env or {})} if inherit else dict(env or {})
+    inherited = {k: v for k, v in os.environ.items() if k not in UPSTREAM_KEYS} if inherit else {}
+    full_env = {**inherited, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "vidqueue", *args],
         capture_output=True,
@@ -95,7 +98,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, **self.env},
+            env={**{k: v for k, v in os.environ.items() if k not in UPSTREAM_KEYS}, **self.env},
             start_new_session=True,  # its own process group, so a test can kill the server and its workers
         )
         threading.Thread(target=self._pump, daemon=True).start()

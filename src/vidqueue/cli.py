@@ -99,7 +99,7 @@ def serve(
     from vidqueue.catalog import Catalog
     from vidqueue.logs import setup_logging
     from vidqueue.store.keys import new_api_key
-    from vidqueue.worker.engines import build_engines
+    from vidqueue.worker.engines import build_engines, describe_routes
     from vidqueue.worker.supervisor import Supervisor
 
     settings = _settings(config, host=host, port=port, data_dir=data_dir, workers=workers, database_url=database_url)
@@ -116,10 +116,13 @@ def serve(
         store.add_key(record)
         typer.echo("Created an API key for organisation 'default' (shown only this once; keep it):")
         typer.echo(plaintext, color=False)
-    routed = {m: settings.engine_for(m) for m in catalog.ids()}
-    if not settings.models:
-        log.info("no model routing configured: every model is served by the emulator engine")
-    log.info("models: %s", ", ".join(f"{m} → {e}" for m, e in routed.items()))
+    if all(settings.engine_for(m) == "emulator" for m in catalog.ids()):
+        log.info(
+            "every model is served by the emulator engine (set KLING_ACCESS_KEY and KLING_SECRET_KEY, or "
+            "GMI_API_KEY, or route models in the config, for real videos)"
+        )
+    for line in describe_routes(settings, catalog):
+        log.info("model %s", line)
     storage = open_storage(settings)
     api = create_app(settings, store, storage, catalog)
     supervisor = Supervisor(settings, store, settings.workers)

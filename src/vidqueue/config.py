@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,10 +27,47 @@ class EmulatorSettings(_Section):
     failure_rate: float = Field(0.0, ge=0, le=1)
 
 
+class UpstreamSettings(_Section):
+    """An upstream provider's engine: where it is, how many tasks run there at once, how long to wait and retry."""
+
+    base_url: str
+    # Kling accounts cap tasks running in parallel; this caps requests in flight across every worker.
+    concurrency: int = Field(4, ge=1, le=1000)
+    request_timeout_s: float = Field(30.0, gt=0)
+    poll_interval_s: float = Field(3.0, gt=0)
+    max_poll_interval_s: float = Field(20.0, gt=0)
+    retry_backoff_s: float = Field(1.0, gt=0)  # the first wait after a transient error; doubles up to 30 s
+    retry_deadline_s: float = Field(900.0, gt=0)  # how long transient errors are retried before giving up
+    max_wait_s: float = Field(2 * 3600.0, gt=0)  # a task not finished by then fails upstream_timeout
+    download_timeout_s: float = Field(600.0, gt=0)
+    max_video_bytes: int = Field(1024 * 1024 * 1024, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class KlingSettings(UpstreamSettings):
+    """Kling's official API."""
+
+    base_url: str = "https://api-singapore.klingai.com"
+
+
+class GmiSettings(UpstreamSettings):
+    """GMI Cloud's request queue."""
+
+    base_url: str = "https://console.gmicloud.ai"
+
+
 class EnginesSettings(_Section):
     """Per-engine settings."""
 
     emulator: EmulatorSettings = EmulatorSettings()
+    kling: KlingSettings = KlingSettings()
+    gmi: GmiSettings = GmiSettings()
 
 
 class WorkerSettings(_Section):
@@ -73,6 +111,8 @@ class Settings(_Section):
     worker: WorkerSettings = WorkerSettings()
     images: ImageSettings = ImageSettings()
     models: dict[str, ModelRoute] = {}
+    # The engine of models with no [models."ID"] table; unset, it follows the credentials in the environment.
+    default_engine: EngineKind | None = None
 
     @field_validator("public_url")
     @classmethod
@@ -101,7 +141,9 @@ class Settings(_Section):
     def engine_for(self, model_id: str) -> EngineKind:
         """The engine kind configured for a model (the emulator when none is)."""
         route = self.models.get(model_id)
-        return route.engine if route else "emulator"
+        if route is not None:
+            return route.engine
+        return self.default_engine or "emulator"
 
 
 # Environment variables that name a nested setting directly (VIDQUEUE_<NAME>).
@@ -126,7 +168,42 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "SWEEP_INTERVAL_S": ("worker", "sweep_interval_s"),
     "IMAGE_FETCH_TIMEOUT_S": ("images", "fetch_timeout_s"),
     "IMAGE_MAX_BYTES": ("images", "max_bytes"),
+    "DEFAULT_ENGINE": ("default_engine",),
+    "KLING_BASE_URL": ("engines", "kling", "base_url"),
+    "KLING_CONCURRENCY": ("engines", "kling", "concurrency"),
+    "GMI_BASE_URL": ("engines", "gmi", "base_url"),
+    "GMI_CONCURRENCY": ("engines", "gmi", "concurrency"),
 }
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Upstream credentials, read from the environment only (never from a file or the command line)."""
+
+    kling_access_key: str | None = None
+    kling_secret_key: str | None = None
+    gmi_api_key: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Credentials:
+        """KLING_ACCESS_KEY, KLING_SECRET_KEY and GMI_API_KEY; empty values count as unset."""
+        env = os.environ if env is None else env
+        return cls(
+            kling_access_key=env.get("KLING_ACCESS_KEY") or None,
+            kling_secret_key=env.get("KLING_SECRET_KEY") or None,
+            gmi_api_key=env.get("GMI_API_KEY") or None,
+        )
+
+    @property
+    def kling(self) -> bool:
+        """Whether both Kling keys are set."""
+        return bool(self.kling_access_key and self.kling_secret_key)
+
+    def default_engine(self) -> EngineKind:
+        """kling when Kling keys are set, else gmi when a GMI key is, else the emulator."""
+        if self.kling:
+            return "kling"
+        return "gmi" if self.gmi_api_key else "emulator"
 
 
 def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
@@ -164,6 +241,7 @@ def load_settings(
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_path(tree, tuple(key.split(".")), value)
+    tree.setdefault("default_engine", Credentials.from_env(env).default_engine())
     try:
         return Settings.model_validate(tree)
     except ValidationError as exc:

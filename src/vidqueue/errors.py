@@ -143,6 +143,6 @@ class JobFailed(ServiceError):
 
 
 class JobCancelled(JobFailed):
-    """The request was cancelled."""
+    """The request was cancelled by its owner."""
 
     code = "cancelled"

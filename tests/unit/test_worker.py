@@ -21,6 +21,8 @@ class Engine:
     """A fake engine: steps with progress and cancel checks, then succeeds, fails or raises."""
 
     kind = "fake"
+    concurrency = 1
+    shared_limit = None
 
     def __init__(self, outcome: str = "ok", steps: int = 5, step_s: float = 0.0) -> None:
         self.outcome = outcome

@@ -45,11 +45,14 @@ def model_details(state: AppState, model_id: str, live: dict[str, list[str]]) ->
     spec = state.catalog.get(model_id)
     engine = state.settings.engine_for(model_id)
     details = spec.details()
+    upstream = engine in ("kling", "gmi")
     details.update(
         engine=engine,
-        host_type="external" if engine in ("kling", "gmi") else "internal",
+        host_type="external" if upstream else "internal",
         qworkers=sum(1 for models in live.values() if model_id in models),
     )
+    if upstream:
+        details["external_provider"] = engine  # where requests really go (else the catalog's maker)
     return details
 
 

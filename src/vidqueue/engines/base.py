@@ -58,9 +58,13 @@ class JobContext(Protocol):
 
 
 class Engine(Protocol):
-    """Turns one claimed request into media."""
+    """Turns one claimed request into media, in a worker thread (local engines: emulator, diffusers)."""
 
     kind: str
+    #: Requests one worker process runs at once with this engine.
+    concurrency: int
+    #: Requests in flight at once across every worker (an upstream account's limit), or None for no such cap.
+    shared_limit: int | None
 
     def models(self) -> set[str]:
         """Model ids this engine instance serves."""
@@ -73,3 +77,33 @@ class Engine(Protocol):
     def generate(self, job: Job, ctx: JobContext) -> GeneratedMedia:
         """Generate the media for ``job``; raise JobFailed or JobCancelled to end it otherwise."""
         ...
+
+
+class AsyncEngine(Protocol):
+    """Turns one claimed request into media on the worker's event loop (upstream engines, which mostly wait).
+
+    ``ctx`` methods touch the store; an async engine calls them through ``asyncio.to_thread``.
+    """
+
+    kind: str
+    concurrency: int
+    shared_limit: int | None
+
+    def models(self) -> set[str]:
+        """Model ids this engine instance serves."""
+        ...
+
+    def setup(self) -> None:
+        """Check settings and credentials; once per process."""
+        ...
+
+    async def generate(self, job: Job, ctx: JobContext) -> GeneratedMedia:
+        """Generate the media for ``job``; raise JobFailed or JobCancelled to end it otherwise."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the engine's HTTP clients; on the loop that ran ``generate``."""
+        ...
+
+
+AnyEngine = Engine | AsyncEngine

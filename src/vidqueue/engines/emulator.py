@@ -40,6 +40,8 @@ class EmulatorEngine:
     """Serves any model id with synthetic video; for development, demos and client tests."""
 
     kind = "emulator"
+    concurrency = 1  # CPU-bound: one at a time per worker process; more processes run more
+    shared_limit: int | None = None
 
     def __init__(
         self,

@@ -20,14 +20,16 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
 Resolver = Callable[[str, int], Sequence[str]]
 """Maps (host, port) to the IP addresses (as text) a connection could go to."""
 
@@ -39,6 +41,11 @@ _SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT: not globa
 
 class FetchError(Exception):
     """A URL could not be fetched; the message says why, in words fit for the client."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, transient: bool = False) -> None:
+        super().__init__(message)
+        self.status_code = status_code  # the HTTP status the server answered, when it answered
+        self.transient = transient  # a later try may work: the network, a timeout, a 5xx or 429
 
 
 class BlockedAddress(FetchError):
@@ -188,6 +195,80 @@ def fetch(
     headers: dict[str, str] | None = None,
 ) -> Fetched:
     """GET ``url`` through the guard: vetted hops, manual redirects, one deadline, a byte cap."""
+
+    def read(response: httpx.Response, target: Target, deadline: _Deadline) -> Fetched:
+        data = b"".join(_capped(response, max_bytes, deadline))
+        return Fetched(data=data, content_type=response.headers.get("content-type"), url=str(target.url))
+
+    return _guarded_get(
+        url,
+        read,
+        accept="image/png,image/jpeg;q=0.9,*/*;q=0.1",
+        allow_private=allow_private,
+        allowed_networks=allowed_networks,
+        timeout_s=timeout_s,
+        max_redirects=max_redirects,
+        resolver=resolver,
+        transport=transport,
+        headers=headers,
+    )
+
+
+def fetch_to_file(
+    url: str,
+    path: Path,
+    *,
+    allow_private: bool = False,
+    timeout_s: float = 600.0,
+    max_bytes: int = 1024 * 1024 * 1024,
+    accept: str = "video/mp4,video/*;q=0.9,*/*;q=0.1",
+    resolver: Resolver | None = None,
+) -> int:
+    """GET ``url`` through the guard straight into ``path`` (streamed, capped); answer the byte count.
+
+    The file is written whole or not at all: a failure leaves no file behind.
+    """
+
+    def save(response: httpx.Response, target: Target, deadline: _Deadline) -> int:
+        total = 0
+        try:
+            with path.open("wb") as out:
+                for chunk in _capped(response, max_bytes, deadline):
+                    out.write(chunk)
+                    total += len(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return total
+
+    return _guarded_get(
+        url,
+        save,
+        accept=accept,
+        allow_private=allow_private,
+        allowed_networks=(),
+        timeout_s=timeout_s,
+        max_redirects=MAX_REDIRECTS,
+        resolver=resolver,
+        transport=None,
+        headers=None,
+    )
+
+
+def _guarded_get(
+    url: str,
+    consume: Callable[[httpx.Response, Target, _Deadline], T],
+    *,
+    accept: str,
+    allow_private: bool,
+    allowed_networks: Sequence[IPNetwork],
+    timeout_s: float,
+    max_redirects: int,
+    resolver: Resolver | None,
+    transport: httpx.BaseTransport | None,
+    headers: dict[str, str] | None,
+) -> T:
+    """Follow vetted hops to a 200 answer and hand its body to ``consume``, all within one deadline."""
     deadline = _Deadline(timeout_s)
     # Env proxies would resolve names themselves and bypass the pinning; cookies must never carry over.
     client = httpx.Client(
@@ -206,7 +287,7 @@ def fetch(
                 resolver=resolver,
                 resolve_timeout_s=max(0.0, deadline.remaining()),
             )
-            response = _send(client, target, deadline, headers or {})
+            response = _send(client, target, deadline, {**(headers or {}), "Accept": accept})
             try:
                 if response.status_code in _REDIRECTS:
                     location = response.headers.get("location")
@@ -215,16 +296,20 @@ def fetch(
                     current = target.url.join(location)
                     continue
                 if response.status_code != 200:
-                    raise FetchError(f"could not be fetched: the server answered HTTP {response.status_code}")
-                data = _read_capped(response, max_bytes, deadline)
-                return Fetched(data=data, content_type=response.headers.get("content-type"), url=str(target.url))
+                    status = response.status_code
+                    raise FetchError(
+                        f"could not be fetched: the server answered HTTP {status}",
+                        status_code=status,
+                        transient=status >= 500 or status == 429,
+                    )
+                return consume(response, target, deadline)
             finally:
                 response.close()
         raise FetchError(f"could not be fetched: more than {max_redirects} redirects")
     except httpx.HTTPError as exc:
         if deadline.expired():
-            raise FetchError(f"could not be fetched within {timeout_s:g} s") from exc
-        raise FetchError(f"could not be fetched: {_describe(exc)}") from exc
+            raise FetchError(f"could not be fetched within {timeout_s:g} s", transient=True) from exc
+        raise FetchError(f"could not be fetched: {_describe(exc)}", transient=True) from exc
     finally:
         deadline.cancel()
         if transport is None:
@@ -268,7 +353,6 @@ def _send(client: httpx.Client, target: Target, deadline: _Deadline, headers: di
         headers={
             **headers,
             "Host": target.host_header,
-            "Accept": "image/png,image/jpeg;q=0.9,*/*;q=0.1",
             # Compressed bodies are fine (the cap counts decoded bytes) but identity keeps it simple.
             "Accept-Encoding": "identity",
         },
@@ -278,22 +362,21 @@ def _send(client: httpx.Client, target: Target, deadline: _Deadline, headers: di
     return client.send(request, stream=True)
 
 
-def _read_capped(response: httpx.Response, max_bytes: int, deadline: _Deadline) -> bytes:
+def _capped(response: httpx.Response, max_bytes: int, deadline: _Deadline) -> Iterator[bytes]:
+    """The body's chunks, cut off past ``max_bytes`` (TooBig) or the deadline (a read timeout)."""
     length = response.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes:
         raise TooBig(f"must be at most {format_bytes(max_bytes)}")
-    chunks: list[bytes] = []
     total = 0
     for chunk in response.iter_bytes():
         total += len(chunk)
         if total > max_bytes:
             raise TooBig(f"must be at most {format_bytes(max_bytes)}")
-        chunks.append(chunk)
+        yield chunk
         if deadline.expired():
             raise httpx.ReadTimeout("deadline passed")
     if deadline.expired():
         raise httpx.ReadTimeout("deadline passed")
-    return b"".join(chunks)
 
 
 def format_bytes(n: int) -> str:

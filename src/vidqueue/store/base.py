@@ -49,8 +49,10 @@ class Store(Protocol):
         ...
 
     # -- the worker side -------------------------------------------------------------------------------
-    def claim(self, worker_id: str, models: Collection[str], lease_s: float) -> RequestRecord | None:
-        """Take the next claimable request for these models, or None."""
+    def claim(
+        self, worker_id: str, models: Collection[str], lease_s: float, limit: int | None = None
+    ) -> RequestRecord | None:
+        """Take the next claimable request for these models, or None (also when ``limit`` of them are processing)."""
         ...
 
     def heartbeat(self, request_id: str, worker_id: str, lease_s: float) -> bool:

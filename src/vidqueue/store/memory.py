@@ -168,13 +168,19 @@ class MemoryStore:
             return copy.deepcopy(row)
 
     # -- the worker side -------------------------------------------------------------------------------
-    def claim(self, worker_id: str, models: Collection[str], lease_s: float) -> RequestRecord | None:
+    def claim(
+        self, worker_id: str, models: Collection[str], lease_s: float, limit: int | None = None
+    ) -> RequestRecord | None:
         """Take the next claimable request: fewest processing in its organisation, then priority, then age."""
         with self._lock:
             busy: dict[str, int] = {}
+            running = 0
             for r in self._rows.values():
                 if r.status is Status.PROCESSING:
                     busy[r.org_id] = busy.get(r.org_id, 0) + 1
+                    running += r.model in models
+            if limit is not None and running >= limit:
+                return None
             candidates = [r for r in self._rows.values() if r.status is Status.QUEUED and r.model in models]
             if not candidates:
                 return None

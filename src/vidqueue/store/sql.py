@@ -427,8 +427,15 @@ class SqlStore:
         return _record(row)
 
     # -- the worker side -------------------------------------------------------------------------------
-    def claim(self, worker_id: str, models: Collection[str], lease_s: float) -> RequestRecord | None:
-        """Take the next claimable request: fewest processing in its organisation, then priority, then age."""
+    def claim(
+        self, worker_id: str, models: Collection[str], lease_s: float, limit: int | None = None
+    ) -> RequestRecord | None:
+        """Take the next claimable request: fewest processing in its organisation, then priority, then age.
+
+        With ``limit``, only while fewer than ``limit`` requests for these models are processing. SQLite runs one
+        writer at a time, so the count is exact there; on PostgreSQL two claims at the same instant may both pass
+        it, and an upstream answers the one over its limit with a rate-limit error, which the engine retries.
+        """
         if not models:
             return None
         now = self._clock()
@@ -443,12 +450,20 @@ class SqlStore:
             .where(_R.status == Status.QUEUED.value, _R.model.in_(list(models)))
             .order_by(busy, _R.priority.desc(), _R.seq)
             .limit(1)
-            .scalar_subquery()
         )
+        if limit is not None:
+            running = requests.alias("r")
+            in_flight = (
+                sa.select(sa.func.count())
+                .select_from(running)
+                .where(running.c.status == Status.PROCESSING.value, running.c.model.in_(list(models)))
+                .scalar_subquery()
+            )
+            pick = pick.where(in_flight < limit)
         with self._write() as conn:
             row = conn.execute(
                 sa.update(requests)
-                .where(_R.request_id == pick, _R.status == Status.QUEUED.value)
+                .where(_R.request_id == pick.scalar_subquery(), _R.status == Status.QUEUED.value)
                 .values(
                     status=Status.PROCESSING.value,
                     lease_owner=worker_id,

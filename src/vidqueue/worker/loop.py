@@ -1,23 +1,25 @@
-"""The claim loop: take a request, run its engine, store the media, write the result (fenced)."""
+"""The claim loop: take requests while engines have free slots, run them, store the media, write results (fenced)."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from vidqueue.config import WorkerSettings
-from vidqueue.engines.base import Engine, GeneratedMedia, Job
+from vidqueue.engines.base import AnyEngine, AsyncEngine, Engine, GeneratedMedia, Job
 from vidqueue.errors import JobCancelled, JobFailed, LeaseLost, NotFound, StoreUnavailable
 from vidqueue.media.storage import Storage
 from vidqueue.store import RequestRecord, Store
-from vidqueue.store.rules import CANCELLED_MESSAGE
+from vidqueue.worker.aio import LoopThread
 from vidqueue.worker.context import RunContext
 
 log = logging.getLogger("vidqueue.worker")
@@ -31,13 +33,25 @@ def media_key(request_id: str, name: str) -> str:
     return f"requests/{request_id}/{name}"
 
 
+class _Lane:
+    """The requests one engine runs at once: its models, its slots and the threads that run them."""
+
+    def __init__(self, engine: AnyEngine, models: set[str]) -> None:
+        self.engine = engine
+        self.models = sorted(models)
+        self.slots = max(1, engine.concurrency)
+        self.running = 0
+        self.pool = ThreadPoolExecutor(self.slots, thread_name_prefix=f"job-{engine.kind}")
+        self.is_async = inspect.iscoroutinefunction(engine.generate)
+
+
 class Worker:
-    """Claims requests for the models its engines serve and runs them one at a time."""
+    """Claims requests for the models its engines serve and runs each engine's share at once, up to its slots."""
 
     def __init__(
         self,
         store: Store,
-        engines: dict[str, Engine],
+        engines: Mapping[str, AnyEngine],
         storage: Storage,
         settings: WorkerSettings,
         worker_id: str,
@@ -53,32 +67,81 @@ class Worker:
         self.workdir = workdir
         self._clock = clock
         self.stopping = threading.Event()
+        self._wake = threading.Event()  # a job ended: a slot is free, claim again without waiting out the poll
+        self._lock = threading.Lock()
         self._last_sweep = -float("inf")
         self._last_presence = -float("inf")
+        by_engine: dict[int, tuple[AnyEngine, set[str]]] = {}
+        for model_id, engine in engines.items():
+            by_engine.setdefault(id(engine), (engine, set()))[1].add(model_id)
+        self._lanes = [_Lane(engine, models) for engine, models in by_engine.values()]
+        self._loop: LoopThread | None = None
 
     def setup(self) -> None:
-        """Load every engine once (weights, clients)."""
-        for engine in {id(e): e for e in self.engines.values()}.values():
-            engine.setup()
+        """Load every engine once (weights, clients); start the event loop if an engine is async."""
+        for lane in self._lanes:
+            lane.engine.setup()
+        if any(lane.is_async for lane in self._lanes):
+            self._loop = LoopThread()
         self.workdir.mkdir(parents=True, exist_ok=True)
 
-    def run(self, max_jobs: int | None = None) -> None:
-        """Claim and run requests until asked to stop (or after ``max_jobs``)."""
-        done = 0
+    def run(self) -> None:
+        """Claim and run requests until asked to stop; then let running ones end (they hand back or finish)."""
         try:
-            while not self.stopping.is_set() and (max_jobs is None or done < max_jobs):
+            while not self.stopping.is_set():
                 try:
                     self._housekeeping()
-                    if self.run_once():
-                        done += 1
-                    else:
-                        self.stopping.wait(self.settings.poll_interval_s)
+                    if not self._claim_round():
+                        self._wake.wait(self.settings.poll_interval_s)
+                        self._wake.clear()
                 except StoreUnavailable as exc:
                     log.warning("store unavailable, retrying: %s", exc)
                     self.stopping.wait(min(5.0, self.settings.poll_interval_s * 4))
         finally:
+            for lane in self._lanes:
+                lane.pool.shutdown(wait=True)
+            self.close()
             with contextlib.suppress(StoreUnavailable):
                 self.store.worker_gone(self.worker_id)
+
+    def close(self) -> None:
+        """Close async engines' clients and stop the event loop."""
+        if self._loop is None:
+            return
+        for lane in self._lanes:
+            if lane.is_async:
+                with contextlib.suppress(Exception):
+                    self._loop.run(cast(AsyncEngine, lane.engine).aclose())
+        self._loop.close()
+        self._loop = None
+
+    def _claim_round(self) -> bool:
+        """Claim one request for every lane with a free slot; answer whether any was claimed."""
+        claimed = False
+        for lane in self._lanes:
+            with self._lock:
+                free = lane.running < lane.slots
+            if not free or self.stopping.is_set():
+                continue
+            record = self.store.claim(self.worker_id, lane.models, self.settings.lease_s, lane.engine.shared_limit)
+            if record is None:
+                continue
+            claimed = True
+            with self._lock:
+                lane.running += 1
+            lane.pool.submit(self._run_in_lane, lane, record)
+        return claimed
+
+    def _run_in_lane(self, lane: _Lane, record: RequestRecord) -> None:
+        try:
+            self.process(record)
+        except Exception:
+            # process() writes every ending itself; what escapes is a store outage, and the lease expiry recovers it.
+            log.exception("request %s: could not record its ending", record.request_id)
+        finally:
+            with self._lock:
+                lane.running -= 1
+            self._wake.set()
 
     def _housekeeping(self) -> None:
         now = self._clock()
@@ -90,7 +153,7 @@ class Worker:
             self.store.recover(self.settings.max_attempts)
 
     def run_once(self) -> bool:
-        """Claim one request and run it to the end; answer whether there was one."""
+        """Claim one request (any model, no slots) and run it to the end here; answer whether there was one."""
         record = self.store.claim(self.worker_id, sorted(self.engines), self.settings.lease_s)
         if record is None:
             return False
@@ -123,14 +186,14 @@ class Worker:
         rid, wid = record.request_id, self.worker_id
         try:
             media = self._generate(record, ctx)
-        except JobCancelled:
+        except JobCancelled as exc:
             if ctx.lease_lost:
                 raise LeaseLost(rid) from None
             if self.stopping.is_set() and not ctx.cancel_requested:
                 # Shutting down: hand the request back at once instead of losing the attempt.
                 self.store.release(rid, wid)
             else:
-                self.store.finish_cancelled(rid, wid, CANCELLED_MESSAGE)
+                self.store.finish_cancelled(rid, wid, exc.message)
             return
         except JobFailed as exc:
             self.store.fail(rid, wid, exc.code, exc.message)
@@ -166,7 +229,11 @@ class Worker:
         )
         if ctx.cancelled():
             raise JobCancelled()
-        return engine.generate(job, ctx)
+        if inspect.iscoroutinefunction(engine.generate):
+            if self._loop is None:
+                raise RuntimeError("Worker.setup() starts the event loop async engines need")
+            return self._loop.run(cast(AsyncEngine, engine).generate(job, ctx))
+        return cast(Engine, engine).generate(job, ctx)
 
     def _store_media(self, record: RequestRecord, media: GeneratedMedia) -> dict[str, Any]:
         items = []
@@ -179,6 +246,8 @@ class Worker:
             "video": media.info.as_dict(),
             "engine": self.engines[record.model].kind,
         }
+        if "upstream" in media.extra:
+            outcome["upstream"] = media.extra["upstream"]
         if media.thumbnail is not None:
             key = media_key(record.request_id, "thumbnail.jpg")
             self.storage.put_file(key, media.thumbnail, "image/jpeg")
