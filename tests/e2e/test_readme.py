@@ -69,3 +69,15 @@ def test_the_command_line_example_makes_a_video_and_lists_it(tmp_path: Path) -> 
     assert frames_and_size(tmp_path / "fox.mp4") == (120, 720, 1280)
     assert "saved" in out.stdout and "fox.mp4" in out.stdout
     assert "Kling-Text2Video-V2-Master" in out.stdout and "success" in out.stdout  # the list's row
+
+
+def test_the_configuration_example_is_a_valid_config(tmp_path: Path) -> None:
+    from vidqueue.config import load_settings
+
+    path = tmp_path / "vidqueue.toml"
+    path.write_text(example("Configuration", "toml"))
+    settings = load_settings(path, env={})
+    assert settings.engine_for("kling-v2-5-turbo") == "kling"
+    assert settings.engine_for("Kling-Text2Video-V2-Master") == "emulator"  # no keys in this environment
+    assert settings.engines.kling.base_url == "https://api-singapore.klingai.com"
+    assert settings.engines.kling.max_video_bytes == 1024**3

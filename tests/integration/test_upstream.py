@@ -66,12 +66,12 @@ class Upstream:
 def _server_for(kind: str, fake: KlingFake | GmiFake, tmp: Path, **extra: str) -> Iterator[Server]:
     config = tmp / "vidqueue.toml"
     config.write_text(f"[engines.{kind}]\n{UPSTREAM_TOML}")
-    env = {"VIDQUEUE_CONFIG": str(config), f"VIDQUEUE_{kind.upper()}_BASE_URL": fake.url, **extra}
+    env = {"VIDQUEUE_CONFIG": str(config), f"VIDQUEUE_{kind.upper()}_BASE_URL": fake.url}
     if kind == "kling":
         env.update(KLING_ACCESS_KEY=ACCESS_KEY, KLING_SECRET_KEY=SECRET_KEY)
     else:
         env.update(GMI_API_KEY=GMI_KEY)
-    with running_server(tmp, workers=2, **env) as server:
+    with running_server(tmp, workers=2, **{**env, **extra}) as server:
         yield server
 
 
@@ -323,3 +323,39 @@ def test_routing_is_printed_at_start_and_shown_in_model_details(up: Upstream) ->
         assert details["engine"] == up.kind
         assert details["host_type"] == "external" and details["external_provider"] == up.kind
         assert f"model {model} → {up.kind} ({up.fake.url}, at most 4 in flight)" in up.server.log()
+
+
+# -- credentials and concurrency (their own fake and server) --------------------------------------------------
+def test_kling_credentials_it_does_not_accept_fail_the_request_with_a_hint(tmp_path: Path) -> None:
+    with KlingFake(ACCESS_KEY, SECRET_KEY) as fake:
+        for server in _server_for("kling", fake, tmp_path, KLING_SECRET_KEY="not-the-secret-" + "x" * 24):
+            with server.client() as api:
+                created = submit(api, MASTER, {"prompt": _prompt()})
+                done = wait_for(api, created["request_id"], timeout=30)
+        assert done["status"] == "failed" and done["outcome"]["error"]["code"] == "upstream_error"
+        assert "KLING_ACCESS_KEY" in done["error"] and "KLING_SECRET_KEY" in done["error"]
+        assert fake.creates == 0 and fake.auth_failures >= 1
+
+
+def test_one_worker_holds_many_upstream_requests_and_the_concurrency_cap_holds(tmp_path: Path) -> None:
+    with KlingFake(ACCESS_KEY, SECRET_KEY) as fake:
+        fake.polls_to_finish = 6
+        for server in _server_for("kling", fake, tmp_path, VIDQUEUE_KLING_CONCURRENCY="3"):
+            with server.client() as api:
+                ids = [submit(api, MASTER, {"prompt": _prompt()})["request_id"] for _ in range(7)]
+                most, per_worker = 0, 0
+                deadline = time.monotonic() + 90
+                while True:
+                    listed = api.get("/requests", params={"limit": 100}).json()["requests"]
+                    mine = [r for r in listed if r["request_id"] in ids]
+                    busy = [r for r in mine if r["status"] == "processing"]
+                    most = max(most, len(busy))
+                    workers = [r["qworker_id"] for r in busy]
+                    per_worker = max([per_worker, *(workers.count(w) for w in workers)])
+                    if all(r["status"] == "success" for r in mine):
+                        break
+                    assert time.monotonic() < deadline, mine
+                    time.sleep(0.03)
+        assert most == 3  # the cap, reached and never passed, across both worker processes
+        assert per_worker >= 2  # one process waits on several upstream tasks at once
+        assert fake.creates == 7

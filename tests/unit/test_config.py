@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from vidqueue.config import Settings, load_settings
+from vidqueue.catalog import Catalog
+from vidqueue.config import Credentials, Settings, load_settings
+from vidqueue.engines.emulator import EmulatorEngine
+from vidqueue.engines.gmi import GmiEngine
+from vidqueue.engines.kling import KlingEngine
 from vidqueue.errors import ConfigError
+from vidqueue.worker.engines import build_engines, describe_routes
 
 TURBO = "kling-v2-5-turbo"
 MASTER = "Kling-Text2Video-V2-Master"
@@ -330,3 +335,166 @@ def test_model_route_without_engine_defaults_to_the_emulator(tmp_path: Path) -> 
 def test_settings_survive_a_json_round_trip_as_handed_to_worker_processes(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, FULL_TOML), env={"VIDQUEUE_ALLOW_PRIVATE_URLS": "1"})
     assert Settings.model_validate_json(s.model_dump_json()) == s
+
+
+# -- upstream engines: routing from credentials, their settings ----------------------------------------------
+
+KLING_KEYS = {"KLING_ACCESS_KEY": "ak-test", "KLING_SECRET_KEY": "sk-test-0123456789abcdef0123456789"}
+GMI_KEYS = {"GMI_API_KEY": "gmi-test"}
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (KLING_KEYS, "kling"),
+        (KLING_KEYS | GMI_KEYS, "kling"),
+        (GMI_KEYS, "gmi"),
+        ({"KLING_ACCESS_KEY": "ak-test", **GMI_KEYS}, "gmi"),  # one Kling key is not enough
+        ({"KLING_SECRET_KEY": "sk-test"}, "emulator"),
+        ({"KLING_ACCESS_KEY": "", "KLING_SECRET_KEY": "", "GMI_API_KEY": ""}, "emulator"),  # empty counts as unset
+        ({}, "emulator"),
+    ],
+)
+def test_default_engine_follows_the_credentials_in_the_environment(env: dict[str, str], expected: str) -> None:
+    s = load_settings(env=env)
+    assert s.default_engine == expected
+    assert s.engine_for(TURBO) == expected
+    assert s.engine_for(MASTER) == expected
+
+
+def test_default_engine_variable_wins_over_the_credentials() -> None:
+    s = load_settings(env={**KLING_KEYS, "VIDQUEUE_DEFAULT_ENGINE": "emulator"})
+    assert s.default_engine == "emulator" and s.engine_for(TURBO) == "emulator"
+    s = load_settings(env={**KLING_KEYS, "VIDQUEUE_DEFAULT_ENGINE": "gmi"})
+    assert s.engine_for(MASTER) == "gmi"
+
+
+def test_default_engine_in_the_file_wins_over_the_credentials(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, 'default_engine = "emulator"\n'), env=KLING_KEYS)
+    assert s.default_engine == "emulator" and s.engine_for(TURBO) == "emulator"
+
+
+def test_a_models_table_wins_over_the_default_engine(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, f'[models."{TURBO}"]\nengine = "emulator"\n'), env=KLING_KEYS)
+    assert s.engine_for(TURBO) == "emulator"
+    assert s.engine_for(MASTER) == "kling"
+
+
+def test_invalid_default_engine_raises_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"VIDQUEUE_DEFAULT_ENGINE": "warp-drive"})
+    assert "default_engine" in caught.value.message
+
+
+def test_credentials_are_read_from_the_environment_only_when_set() -> None:
+    creds = Credentials.from_env({**KLING_KEYS, "GMI_API_KEY": ""})
+    assert creds.kling_access_key == "ak-test" and creds.kling and creds.gmi_api_key is None
+    assert Credentials.from_env({}) == Credentials()
+    assert Credentials().default_engine() == "emulator"
+
+
+def test_upstream_settings_defaults() -> None:
+    s = load_settings(env={})
+    assert s.engines.kling.base_url == "https://api-singapore.klingai.com"
+    assert s.engines.gmi.base_url == "https://console.gmicloud.ai"
+    assert s.engines.kling.concurrency == 4 and s.engines.gmi.concurrency == 4
+    assert s.engines.kling.retry_deadline_s == 900.0 and s.engines.kling.max_wait_s == 7200.0
+
+
+def test_upstream_env_vars_are_read() -> None:
+    env = {
+        "VIDQUEUE_KLING_BASE_URL": "https://api.klingai.com/",
+        "VIDQUEUE_KLING_CONCURRENCY": "7",
+        "VIDQUEUE_GMI_BASE_URL": "http://127.0.0.1:9999",
+        "VIDQUEUE_GMI_CONCURRENCY": "12",
+    }
+    s = load_settings(env=env)
+    assert s.engines.kling.base_url == "https://api.klingai.com"  # the trailing slash goes
+    assert s.engines.kling.concurrency == 7
+    assert s.engines.gmi.base_url == "http://127.0.0.1:9999"
+    assert s.engines.gmi.concurrency == 12
+
+
+def test_upstream_settings_come_from_the_file(tmp_path: Path) -> None:
+    text = "[engines.kling]\npoll_interval_s = 0.5\nretry_deadline_s = 60\n[engines.gmi]\nmax_wait_s = 30\n"
+    s = load_settings(write(tmp_path, text), env={"VIDQUEUE_KLING_CONCURRENCY": "2"})
+    assert s.engines.kling.poll_interval_s == 0.5 and s.engines.kling.retry_deadline_s == 60.0
+    assert s.engines.kling.concurrency == 2  # the environment adds to the file's section
+    assert s.engines.gmi.max_wait_s == 30.0
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"VIDQUEUE_KLING_BASE_URL": "api.klingai.com"}, "engines.kling.base_url"),
+        ({"VIDQUEUE_GMI_BASE_URL": "ftp://console.gmicloud.ai"}, "engines.gmi.base_url"),
+        ({"VIDQUEUE_GMI_CONCURRENCY": "0"}, "engines.gmi.concurrency"),
+        ({"VIDQUEUE_KLING_CONCURRENCY": "many"}, "engines.kling.concurrency"),
+    ],
+)
+def test_invalid_upstream_env_value_raises_config_error_naming_the_setting(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env=env)
+    assert setting in caught.value.message
+
+
+def test_base_url_without_a_scheme_in_the_file_raises_config_error(tmp_path: Path) -> None:
+    message = config_error(tmp_path, '[engines.kling]\nbase_url = "api-singapore.klingai.com"\n')
+    assert "engines.kling.base_url" in message and "http" in message
+
+
+# -- build_engines and describe_routes -----------------------------------------------------------------------
+
+
+def test_build_engines_refuses_kling_routes_without_kling_keys() -> None:
+    settings = load_settings(env={"VIDQUEUE_DEFAULT_ENGINE": "kling"})
+    for creds in (Credentials(), Credentials(kling_access_key="ak-test"), Credentials(gmi_api_key="gmi-test")):
+        with pytest.raises(ConfigError) as caught:
+            build_engines(settings, Catalog(), creds)
+        assert "KLING_ACCESS_KEY" in caught.value.message and TURBO in caught.value.message
+
+
+def test_build_engines_refuses_gmi_routes_without_a_gmi_key() -> None:
+    settings = load_settings(env={"VIDQUEUE_DEFAULT_ENGINE": "gmi"})
+    with pytest.raises(ConfigError) as caught:
+        build_engines(settings, Catalog(), Credentials(kling_access_key="a", kling_secret_key="s"))
+    assert "GMI_API_KEY" in caught.value.message
+
+
+def test_build_engines_makes_one_kling_engine_for_its_models() -> None:
+    settings = load_settings(env={**KLING_KEYS, "VIDQUEUE_KLING_CONCURRENCY": "3"})
+    routes = build_engines(settings, Catalog(), Credentials.from_env(KLING_KEYS))
+    engine = routes[TURBO]
+    assert isinstance(engine, KlingEngine) and routes[MASTER] is engine
+    assert engine.models() == {TURBO, MASTER}
+    assert engine.shared_limit == 3 and engine.settings.base_url == "https://api-singapore.klingai.com"
+
+
+def test_build_engines_makes_a_gmi_engine_and_mixes_routes(tmp_path: Path) -> None:
+    path = write(tmp_path, f'[models."{MASTER}"]\nengine = "emulator"\n')
+    settings = load_settings(path, env=GMI_KEYS)
+    routes = build_engines(settings, Catalog(), Credentials.from_env(GMI_KEYS))
+    assert isinstance(routes[TURBO], GmiEngine) and routes[TURBO].models() == {TURBO}
+    assert isinstance(routes[MASTER], EmulatorEngine)
+
+
+def test_build_engines_with_the_emulator_needs_no_credentials() -> None:
+    routes = build_engines(load_settings(env={}), Catalog(), Credentials())
+    assert {type(e) for e in routes.values()} == {EmulatorEngine} and set(routes) == {TURBO, MASTER}
+
+
+def test_build_engines_refuses_an_engine_this_version_lacks() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_engines(load_settings(env={"VIDQUEUE_DEFAULT_ENGINE": "diffusers"}), Catalog(), Credentials())
+    assert "diffusers" in caught.value.message
+
+
+def test_describe_routes_names_the_engine_and_for_upstreams_where_and_how_many() -> None:
+    env = {**KLING_KEYS, "VIDQUEUE_KLING_BASE_URL": "https://kling.example", "VIDQUEUE_KLING_CONCURRENCY": "3"}
+    assert describe_routes(load_settings(env=env), Catalog()) == [
+        f"{TURBO} → kling (https://kling.example, at most 3 in flight)",
+        f"{MASTER} → kling (https://kling.example, at most 3 in flight)",
+    ]
+    assert describe_routes(load_settings(env={}), Catalog()) == [f"{TURBO} → emulator", f"{MASTER} → emulator"]
+    gmi = load_settings(env={**GMI_KEYS, "VIDQUEUE_GMI_CONCURRENCY": "9"})
+    assert describe_routes(gmi, Catalog())[0] == f"{TURBO} → gmi (https://console.gmicloud.ai, at most 9 in flight)"

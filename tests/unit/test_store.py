@@ -97,6 +97,62 @@ def test_concurrent_claims_never_take_the_same_request(store: Store) -> None:
     assert sorted(taken) == sorted(f"r{i}" for i in range(40))
 
 
+def test_claim_with_a_limit_stops_while_that_many_of_its_models_are_processing(store: Store) -> None:
+    for i in range(4):
+        store.enqueue(_new(i))
+    first = store.claim("w1", ["m"], 60, limit=2)
+    second = store.claim("w2", ["m"], 60, limit=2)  # the limit counts across workers
+    assert first is not None and second is not None
+    assert {first.request_id, second.request_id} == {"r0", "r1"}
+    assert store.claim("w1", ["m"], 60, limit=2) is None
+    assert store.claim("w3", ["m"], 60, limit=2) is None
+    queued = store.get("r2")
+    assert queued is not None and queued.status is Status.QUEUED
+    # Without a limit (or with a higher one) the same queue still answers.
+    third = store.claim("w3", ["m"], 60, limit=3)
+    assert third is not None and third.request_id == "r2"
+
+
+def test_claim_with_a_limit_claims_again_once_one_ends(store: Store) -> None:
+    for i in range(4):
+        store.enqueue(_new(i))
+    store.claim("w", ["m"], 60, limit=2)  # r0
+    store.claim("w", ["m"], 60, limit=2)  # r1
+    assert store.claim("w", ["m"], 60, limit=2) is None
+    store.finish("r0", "w", {})
+    again = store.claim("w", ["m"], 60, limit=2)
+    assert again is not None and again.request_id == "r2"
+    assert store.claim("w", ["m"], 60, limit=2) is None
+    store.fail("r1", "w", "engine_error", "boom")
+    last = store.claim("w", ["m"], 60, limit=2)
+    assert last is not None and last.request_id == "r3"
+
+
+def test_claim_limit_counts_only_the_given_models(store: Store) -> None:
+    store.enqueue(_new(1, model="x"))
+    store.enqueue(_new(2, model="x"))
+    for i in range(3, 6):
+        store.enqueue(_new(i))
+    store.claim("w", ["x"], 60)  # r1, x
+    store.claim("w", ["x"], 60)  # r2, x
+    a = store.claim("w", ["m"], 60, limit=2)
+    b = store.claim("w", ["m"], 60, limit=2)
+    assert a is not None and b is not None and {a.request_id, b.request_id} == {"r3", "r4"}
+    assert store.claim("w", ["m"], 60, limit=2) is None
+    # A limit over several models counts them together: two m and two x are processing.
+    assert store.claim("w", ["m", "x"], 60, limit=4) is None
+    c = store.claim("w", ["m", "x"], 60, limit=5)
+    assert c is not None and c.request_id == "r5"
+
+
+def test_claim_with_a_limit_and_nothing_queued_is_none(store: Store) -> None:
+    assert store.claim("w", ["m"], 60, limit=1) is None
+    store.enqueue(_new(1, model="x"))
+    assert store.claim("w", ["m"], 60, limit=1) is None
+    row = store.claim("w", ["x"], 60, limit=1)
+    assert row is not None and row.request_id == "r1"
+
+
 def test_fenced_writes_need_the_lease(store: Store) -> None:
     store.enqueue(_new(1))
     store.claim("w", ["m"], 60)

@@ -95,7 +95,7 @@ class GmiEngine(UpstreamEngine):
             raise Transient(f"GMI Cloud answered HTTP {status}", ambiguous=ambiguous, retry_after=retry_after(response))
         if status in (401, 403):
             raise JobFailed(f"GMI Cloud did not accept vidqueue's key ({said}); check GMI_API_KEY.", "upstream_error")
-        if status == 404:
+        if status in (404, 405):
             raise NoSuchTask(message)
         if status in (400, 422):
             # GMI answers 400 both for payloads it refuses and for content-policy rejections.
@@ -129,7 +129,7 @@ class GmiEngine(UpstreamEngine):
                 params["cursor"] = cursor
             try:
                 body = await self._call("GET", _with_query("/requests", params), ambiguous=False)
-            except (NoSuchTask, JobFailed):
+            except NoSuchTask:
                 raise JobFailed(
                     "vidqueue lost GMI Cloud's answer to this request's submit and cannot list GMI's requests to "
                     "look for it, so it did not submit again (that could pay twice). Submit it again if needed.",

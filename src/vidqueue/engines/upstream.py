@@ -230,7 +230,15 @@ class UpstreamEngine(abc.ABC):
                 raise
 
         await self._checkpoint(ctx, {"creating": True, "since": since})
-        task_id = await self._retrying(ctx, "create", attempt)
+        try:
+            task_id = await self._retrying(ctx, "create", attempt)
+        except JobCancelled:
+            if not ambiguous:
+                raise
+            raise JobCancelled(
+                f"The request was cancelled by its owner while vidqueue was finding out whether {self.provider} "
+                "had received it: a task may exist upstream and be billed."
+            ) from None
         await self._checkpoint(ctx, {"task_id": task_id, "since": since})
         log.info("request %s: %s task %s", job.request_id, self.provider, task_id)
         return task_id
