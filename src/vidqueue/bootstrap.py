@@ -8,6 +8,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
+from vidqueue.catalog import DEFAULT_MODELS, Catalog, ModelSpec, local_model, local_spec
 from vidqueue.config import Settings
 from vidqueue.errors import ConfigError
 from vidqueue.media.storage import LocalStorage
@@ -53,3 +54,44 @@ def store_for(settings: Settings) -> Store:
     if settings.database_url is None:
         prepare_data_dir(settings)
     return open_store(settings.db_url)
+
+
+def catalog_for(settings: Settings) -> Catalog:
+    """The built-in models, with local (diffusers) models declared or re-routed in ``[models."ID"]`` tables."""
+    models: dict[str, ModelSpec] = {m.id: m for m in DEFAULT_MODELS}
+    for model_id, route in settings.models.items():
+        where = f'[models."{model_id}"]'
+        known = models.get(model_id)
+        local = known.local if known is not None else None
+        declares = route.family is not None or route.weights is not None
+        if not declares and route.engine != "diffusers":
+            if known is None:
+                raise ConfigError(
+                    f"{where} names a model vidqueue does not know; give it a family and weights to run it locally."
+                )
+            if route.engine is not None and route.engine not in known.engines:
+                raise ConfigError(
+                    f"{where} routes to engine '{route.engine}', which cannot serve it "
+                    f"(it can use: {', '.join(known.engines)})."
+                )
+            continue
+        family = route.family or (local.family if local else None)
+        if family is None:
+            raise ConfigError(f"{where} needs a family (wan2.1-t2v, wan2.1-i2v, wan2.2-ti2v or ltx-video).")
+        weights = route.weights or (local.weights if local and local.family == family else None)
+        if weights is None:
+            raise ConfigError(f"{where} needs weights: a hub id or a local folder.")
+        base = local if local is not None and local.family == family else None
+        try:
+            spec_local = local_model(
+                model_id,
+                family,
+                weights,
+                steps=route.steps or (base.steps if base else None),
+                fps=route.fps or (base.fps if base else None),
+                sizes={**(base.sizes if base else {}), **{str(k): v for k, v in (route.sizes or {}).items()}},
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        models[model_id] = local_spec(model_id, spec_local)
+    return Catalog(models.values())

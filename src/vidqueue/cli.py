@@ -95,8 +95,7 @@ def serve(
     import uvicorn
 
     from vidqueue.api import create_app
-    from vidqueue.bootstrap import open_storage
-    from vidqueue.catalog import Catalog
+    from vidqueue.bootstrap import catalog_for, open_storage
     from vidqueue.logs import setup_logging
     from vidqueue.store.keys import new_api_key
     from vidqueue.worker.engines import build_engines, describe_routes
@@ -104,10 +103,10 @@ def serve(
 
     settings = _settings(config, host=host, port=port, data_dir=data_dir, workers=workers, database_url=database_url)
     setup_logging(settings.log_level)
-    catalog = Catalog()
     try:
+        catalog = catalog_for(settings)
         # Refuse a routing the workers could not serve now, rather than let them die and restart forever.
-        build_engines(settings, catalog)
+        build_engines(settings, catalog, check_only=True)
     except ConfigError as exc:
         fail(exc.message, 2)
     store = _store(settings)
@@ -116,7 +115,7 @@ def serve(
         store.add_key(record)
         typer.echo("Created an API key for organisation 'default' (shown only this once; keep it):")
         typer.echo(plaintext, color=False)
-    if all(settings.engine_for(m) == "emulator" for m in catalog.ids()):
+    if all(settings.engine_for(m.id, m.engines) == "emulator" for m in catalog):
         log.info(
             "every model is served by the emulator engine (set KLING_ACCESS_KEY and KLING_SECRET_KEY, or "
             "GMI_API_KEY, or route models in the config, for real videos)"
@@ -147,12 +146,42 @@ def _after_uvicorn(signum: int, frame: FrameType | None) -> None:
 
 
 @app.command(rich_help_panel="Server")
-def worker(data_dir: DataDirOpt = None, config: ConfigOpt = None, database_url: DatabaseOpt = None) -> None:
-    """Run one worker alone against the same store and media storage."""
+def worker(
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+    engine: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--engine",
+            metavar="NAME",
+            help="Serve only models routed to this engine (emulator, kling, gmi, diffusers); repeat for more. "
+            "(default: every engine)",
+            show_default=False,
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            metavar="DEVICE",
+            envvar="VIDQUEUE_DEVICE",
+            help="The diffusers engine's device, e.g. cuda:1: run one worker per GPU. (default: cuda if there is a "
+            "GPU, else cpu)",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run one worker alone against the same store and media storage (one per GPU for diffusers)."""
     from vidqueue.logs import setup_logging
     from vidqueue.worker.main import run_worker
 
-    settings = _settings(config, data_dir=data_dir, database_url=database_url)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        database_url=database_url,
+        **{"worker.engines": engine or None, "engines.diffusers.device": device},
+    )
     setup_logging(settings.log_level)
     try:
         run_worker(settings)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from vidqueue.errors import ConfigError
 
 EngineKind = Literal["emulator", "kling", "gmi", "diffusers"]
+Family = Literal["wan2.1-t2v", "wan2.1-i2v", "wan2.2-ti2v", "ltx-video"]
+Dtype = Literal["float32", "float16", "bfloat16"]
+AspectRatio = Literal["16:9", "9:16", "1:1"]
 
 
 class _Section(BaseModel):
@@ -62,16 +65,44 @@ class GmiSettings(UpstreamSettings):
     base_url: str = "https://console.gmicloud.ai"
 
 
+class DiffusersSettings(_Section):
+    """Defaults of every model the diffusers engine runs (a [models."ID"] table overrides them per model)."""
+
+    device: str | None = None  # default: cuda when there is a GPU, else cpu
+    dtype: Dtype = "bfloat16"
+    max_resident: int = Field(1, ge=1, le=16)  # pipelines kept loaded per worker; the least recently used goes
+    cpu_offload: bool = False  # model CPU offload: less GPU memory, slower
+    vae_tiling: bool = False  # decode in tiles: less memory for large frames
+
+
+def _size(value: Any) -> tuple[int, int]:
+    """A frame size from "832x480" (or [832, 480], as the settings travel to workers as JSON)."""
+    if isinstance(value, str):
+        width, sep, height = value.lower().partition("x")
+        if not sep or not width.strip().isdigit() or not height.strip().isdigit():
+            raise ValueError(f"{value!r} is not a size like '832x480'")
+        value = (int(width), int(height))
+    if not isinstance(value, list | tuple) or len(value) != 2 or not all(isinstance(v, int) for v in value):
+        raise ValueError("must be a size like '832x480'")
+    if not all(16 <= v <= 4096 for v in value):
+        raise ValueError("width and height must be between 16 and 4096")
+    return int(value[0]), int(value[1])
+
+
+Size = Annotated[tuple[int, int], BeforeValidator(_size)]
+
+
 class EnginesSettings(_Section):
     """Per-engine settings."""
 
     emulator: EmulatorSettings = EmulatorSettings()
     kling: KlingSettings = KlingSettings()
     gmi: GmiSettings = GmiSettings()
+    diffusers: DiffusersSettings = DiffusersSettings()
 
 
 class WorkerSettings(_Section):
-    """Lease, heartbeat and polling of the worker processes."""
+    """Lease, heartbeat and polling of the worker processes, and which engines a worker runs."""
 
     lease_s: float = Field(60.0, gt=0)
     heartbeat_s: float = Field(10.0, gt=0)
@@ -79,6 +110,7 @@ class WorkerSettings(_Section):
     progress_interval_s: float = Field(1.0, ge=0)
     max_attempts: int = Field(2, ge=1)
     sweep_interval_s: float = Field(5.0, gt=0)
+    engines: list[EngineKind] | None = None  # only these engines' models (`vidqueue worker --engine`); None: all
 
 
 class ImageSettings(_Section):
@@ -89,9 +121,18 @@ class ImageSettings(_Section):
 
 
 class ModelRoute(_Section):
-    """Which engine serves a model."""
+    """Which engine serves a model, and for a local (diffusers) model its family, weights and settings."""
 
-    engine: EngineKind = "emulator"
+    engine: EngineKind | None = None  # default: diffusers when a family is given, else default_engine
+    family: Family | None = None
+    weights: str | None = None  # a hub id ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers") or a local folder
+    steps: int | None = Field(None, ge=1, le=200)  # default num_inference_steps
+    fps: int | None = Field(None, ge=1, le=120)
+    sizes: dict[AspectRatio, Size] | None = None
+    device: str | None = None
+    dtype: Dtype | None = None
+    cpu_offload: bool | None = None
+    vae_tiling: bool | None = None
 
 
 class Settings(_Section):
@@ -138,12 +179,16 @@ class Settings(_Section):
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
-    def engine_for(self, model_id: str) -> EngineKind:
-        """The engine kind configured for a model (the emulator when none is)."""
+    def engine_for(self, model_id: str, serves: Collection[str] = ("emulator", "kling", "gmi")) -> EngineKind:
+        """The engine of a model: its route's, diffusers for a declared family, else the default if it ``serves``."""
         route = self.models.get(model_id)
-        if route is not None:
+        if route is not None and route.engine is not None:
             return route.engine
-        return self.default_engine or "emulator"
+        if route is not None and route.family is not None:
+            return "diffusers"
+        if self.default_engine is not None and self.default_engine in serves:
+            return self.default_engine
+        return "emulator"
 
 
 # Environment variables that name a nested setting directly (VIDQUEUE_<NAME>).
@@ -173,6 +218,8 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "KLING_CONCURRENCY": ("engines", "kling", "concurrency"),
     "GMI_BASE_URL": ("engines", "gmi", "base_url"),
     "GMI_CONCURRENCY": ("engines", "gmi", "concurrency"),
+    "DEVICE": ("engines", "diffusers", "device"),
+    "DTYPE": ("engines", "diffusers", "dtype"),
 }
 
 

@@ -446,10 +446,13 @@ def test_image_param_names_the_image_parameter() -> None:
 # --- the catalog ---
 
 
-def test_catalog_holds_the_two_seed_models_in_order() -> None:
-    assert CATALOG.ids() == [TURBO, MASTER]
-    assert [m.id for m in CATALOG] == [TURBO, MASTER]
-    assert len(CATALOG) == 2
+BUILT_IN_IDS = ["wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "wan2.2-ti2v-5b", "ltx-video"]
+
+
+def test_catalog_holds_the_two_seed_models_then_the_built_in_open_models() -> None:
+    assert CATALOG.ids() == [TURBO, MASTER, *BUILT_IN_IDS]
+    assert [m.id for m in CATALOG] == CATALOG.ids()
+    assert len(CATALOG) == 7
     assert TURBO in CATALOG
     assert [m.id for m in SEED_MODELS] == [TURBO, MASTER]
 
@@ -458,7 +461,8 @@ def test_unknown_model_is_not_found_and_the_message_lists_the_models() -> None:
     with pytest.raises(NotFound) as caught:
         CATALOG.get("kling-v9")
     assert caught.value.message == (
-        "Model 'kling-v9' does not exist; available models: kling-v2-5-turbo, Kling-Text2Video-V2-Master"
+        "Model 'kling-v9' does not exist; available models: kling-v2-5-turbo, Kling-Text2Video-V2-Master, "
+        + ", ".join(BUILT_IN_IDS)
     )
 
 
@@ -513,4 +517,14 @@ def test_a_default_that_breaks_its_own_rules_is_refused() -> None:
 
 
 def test_package_exports_exactly_the_public_names() -> None:
-    assert sorted(vidqueue.catalog.__all__) == ["Catalog", "ModelSpec", "Param", "SEED_MODELS"]
+    assert sorted(vidqueue.catalog.__all__) == [
+        "BUILT_IN_MODELS",
+        "Catalog",
+        "DEFAULT_MODELS",
+        "LocalModel",
+        "ModelSpec",
+        "Param",
+        "SEED_MODELS",
+        "local_model",
+        "local_spec",
+    ]

@@ -43,7 +43,7 @@ router = APIRouter(responses=_ERRORS)
 def model_details(state: AppState, model_id: str, live: dict[str, list[str]]) -> dict[str, Any]:
     """A model's details: the catalog's fields, plus which engine serves it and how many workers do now."""
     spec = state.catalog.get(model_id)
-    engine = state.settings.engine_for(model_id)
+    engine = state.settings.engine_for(model_id, spec.engines)
     details = spec.details()
     upstream = engine in ("kling", "gmi")
     details.update(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from vidqueue.catalog.params import Param
 from vidqueue.errors import FieldError, InvalidInput
@@ -12,6 +12,21 @@ from vidqueue.errors import FieldError, InvalidInput
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 _Given = list[tuple[str, Any]]  # the values given for one parameter, each with its dotted path
+
+Family = Literal["wan2.1-t2v", "wan2.1-i2v", "wan2.2-ti2v", "ltx-video"]
+FAMILIES: tuple[Family, ...] = ("wan2.1-t2v", "wan2.1-i2v", "wan2.2-ti2v", "ltx-video")
+UPSTREAM_ENGINES = ("kling", "gmi")
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """An open-weight model this server can run itself: its family, weights and native settings."""
+
+    family: Family
+    weights: str  # a hub id or a local folder
+    steps: int
+    fps: int
+    sizes: dict[str, tuple[int, int]] = field(hash=False)  # aspect ratio → (width, height)
 
 
 @dataclass(frozen=True)
@@ -30,6 +45,14 @@ class ModelSpec:
     created_at: int
     updated_at: int
     org_id: str = "gmi"
+    local: LocalModel | None = None  # set for models the diffusers engine can run
+
+    @property
+    def engines(self) -> tuple[str, ...]:
+        """The engine kinds that can serve this model: a local one runs on diffusers, a Kling one upstream."""
+        if self.local is not None:
+            return ("emulator", "diffusers")
+        return ("emulator", *UPSTREAM_ENGINES) if self.external_provider == "kling" else ("emulator",)
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.params]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from vidqueue.catalog.families import BUILT_IN_MODELS
 from vidqueue.catalog.models import ModelSpec
 from vidqueue.catalog.seeds import SEED_MODELS
 from vidqueue.errors import NotFound
+
+DEFAULT_MODELS: tuple[ModelSpec, ...] = (*SEED_MODELS, *BUILT_IN_MODELS)
 
 
 class Catalog:
     """Models by id, in the order given."""
 
-    def __init__(self, models: Iterable[ModelSpec] = SEED_MODELS) -> None:
+    def __init__(self, models: Iterable[ModelSpec] = DEFAULT_MODELS) -> None:
         self._models: dict[str, ModelSpec] = {}
         for model in models:
             if model.id in self._models:

@@ -14,9 +14,15 @@ from typing import Any
 
 import httpx
 
-from vidqueue.config import GmiSettings
 from vidqueue.engines.base import Job
-from vidqueue.engines.upstream import NoSuchTask, TaskState, Transient, UpstreamEngine, retry_after
+from vidqueue.engines.upstream import (
+    NoSuchTask,
+    TaskState,
+    Transient,
+    UpstreamEngine,
+    UpstreamOptions,
+    retry_after,
+)
 from vidqueue.errors import JobFailed
 
 QUEUE_PATH = "/api/v1/ie/requestqueue/apikey"
@@ -43,7 +49,7 @@ class GmiEngine(UpstreamEngine):
     def __init__(
         self,
         models: set[str],
-        settings: GmiSettings,
+        settings: UpstreamOptions,
         api_key: str,
         *,
         allow_private_urls: bool = False,

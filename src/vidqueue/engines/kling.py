@@ -15,9 +15,15 @@ from typing import Any
 import httpx
 import jwt
 
-from vidqueue.config import KlingSettings
 from vidqueue.engines.base import Job
-from vidqueue.engines.upstream import NoSuchTask, TaskState, Transient, UpstreamEngine, retry_after
+from vidqueue.engines.upstream import (
+    NoSuchTask,
+    TaskState,
+    Transient,
+    UpstreamEngine,
+    UpstreamOptions,
+    retry_after,
+)
 from vidqueue.errors import JobFailed
 
 # vidqueue's model id → Kling's model_name.
@@ -78,7 +84,7 @@ class KlingEngine(UpstreamEngine):
     def __init__(
         self,
         models: set[str],
-        settings: KlingSettings,
+        settings: UpstreamOptions,
         access_key: str,
         secret_key: str,
         *,

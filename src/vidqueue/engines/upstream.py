@@ -21,12 +21,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
-from vidqueue.config import UpstreamSettings
 from vidqueue.engines.base import GeneratedMedia, Job, JobContext
 from vidqueue.errors import JobCancelled, JobFailed
 from vidqueue.media.encode import probe, write_thumbnail
@@ -41,6 +40,31 @@ _MAX_RETRY_AFTER_S = 120.0
 _SLEEP_SLICE_S = 0.25  # waits are cut into slices this long, with a cancel check between them
 _DOWNLOAD_TRIES = 3
 _WAIT_SHARE = 0.9  # progress while the upstream works; the copy of the results takes it the rest of the way
+
+
+class UpstreamOptions(Protocol):
+    """What an upstream engine reads from its settings (``config.UpstreamSettings`` has these fields)."""
+
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def request_timeout_s(self) -> float: ...
+    @property
+    def poll_interval_s(self) -> float: ...
+    @property
+    def max_poll_interval_s(self) -> float: ...
+    @property
+    def retry_backoff_s(self) -> float: ...
+    @property
+    def retry_deadline_s(self) -> float: ...
+    @property
+    def max_wait_s(self) -> float: ...
+    @property
+    def download_timeout_s(self) -> float: ...
+    @property
+    def max_video_bytes(self) -> int: ...
 
 
 class Transient(Exception):
@@ -112,7 +136,7 @@ class UpstreamEngine(abc.ABC):
     def __init__(
         self,
         models: set[str],
-        settings: UpstreamSettings,
+        settings: UpstreamOptions,
         *,
         allow_private_urls: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,

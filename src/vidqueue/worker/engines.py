@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from vidqueue.catalog import Catalog
-from vidqueue.config import Credentials, Settings
+from vidqueue.catalog import Catalog, ModelSpec
+from vidqueue.catalog.families import FRAME_STEP, GUIDANCE_PER_CFG, IMAGE_USE
+from vidqueue.config import Credentials, ModelRoute, Settings
 from vidqueue.engines.base import AnyEngine
+from vidqueue.engines.diffusers import LocalRun, check_weights, missing_packages
 from vidqueue.engines.emulator import EmulatorEngine
 from vidqueue.engines.gmi import MODELS as GMI_MODELS
 from vidqueue.engines.gmi import GmiEngine
@@ -13,12 +15,21 @@ from vidqueue.engines.kling import KlingEngine
 from vidqueue.errors import ConfigError
 
 
-def build_engines(settings: Settings, catalog: Catalog, credentials: Credentials | None = None) -> dict[str, AnyEngine]:
-    """One engine per configured engine kind, keyed by the model ids it serves."""
+def build_engines(
+    settings: Settings, catalog: Catalog, credentials: Credentials | None = None, *, check_only: bool = False
+) -> dict[str, AnyEngine]:
+    """One engine per configured engine kind, keyed by the model ids it serves.
+
+    ``check_only`` checks every route (keys, packages, weight folders) without loading torch: what `serve` does
+    before starting workers, so a routing they could not serve stops it with a clear message.
+    """
     creds = credentials or Credentials.from_env()
     by_kind: dict[str, set[str]] = {}
-    for model_id in catalog.ids():
-        by_kind.setdefault(settings.engine_for(model_id), set()).add(model_id)
+    only = settings.worker.engines
+    for spec in catalog:
+        routed = settings.engine_for(spec.id, spec.engines)
+        if only is None or routed in only:
+            by_kind.setdefault(routed, set()).add(spec.id)
     routes: dict[str, AnyEngine] = {}
     for kind, models in sorted(by_kind.items()):
         engine: AnyEngine
@@ -49,11 +60,16 @@ def build_engines(settings: Settings, catalog: Catalog, credentials: Credentials
             engine = GmiEngine(
                 models, settings.engines.gmi, creds.gmi_api_key, allow_private_urls=settings.allow_private_urls
             )
+        elif kind == "diffusers":
+            runs = _local_runs(settings, [catalog.get(m) for m in sorted(models)])
+            if check_only:
+                continue
+            from vidqueue.engines.diffusers.engine import DiffusersEngine
+
+            defaults = settings.engines.diffusers
+            engine = DiffusersEngine(runs, device=defaults.device, max_resident=defaults.max_resident)
         else:
-            raise ConfigError(
-                f"Models {sorted(models)} are routed to the '{kind}' engine, which this version of vidqueue "
-                "does not include yet; route them to 'emulator', 'kling' or 'gmi'."
-            )
+            raise ConfigError(f"Models {sorted(models)} are routed to an unknown engine '{kind}'.")
         for model_id in engine.models():
             routes[model_id] = engine
     return routes
@@ -62,14 +78,53 @@ def build_engines(settings: Settings, catalog: Catalog, credentials: Credentials
 def describe_routes(settings: Settings, catalog: Catalog) -> list[str]:
     """One line per model: the engine that serves it and, for an upstream, where and how many at once."""
     lines = []
-    for model_id in catalog.ids():
-        kind = settings.engine_for(model_id)
-        line = f"{model_id} → {kind}"
+    for spec in catalog:
+        kind = settings.engine_for(spec.id, spec.engines)
+        line = f"{spec.id} → {kind}"
         if kind in ("kling", "gmi"):
             upstream = settings.engines.kling if kind == "kling" else settings.engines.gmi
             line += f" ({upstream.base_url}, at most {upstream.concurrency} in flight)"
+        elif kind == "diffusers" and spec.local is not None:
+            line += f" ({spec.local.family}, weights {spec.local.weights})"
         lines.append(line)
     return lines
+
+
+def _local_runs(settings: Settings, specs: list[ModelSpec]) -> dict[str, LocalRun]:
+    """What the diffusers engine needs per model; a clear error when its packages or weights are missing."""
+    missing = missing_packages()
+    if missing:
+        raise ConfigError(
+            f"Models {[s.id for s in specs]} are routed to the diffusers engine, but {', '.join(missing)} "
+            "is not installed: run `pip install '.[diffusers]'` (install torch for your platform first)."
+        )
+    defaults = settings.engines.diffusers
+    runs: dict[str, LocalRun] = {}
+    for spec in specs:
+        local = spec.local
+        if local is None:
+            raise ConfigError(f"Model {spec.id} is routed to diffusers but has no family and weights.")
+        route = settings.models.get(spec.id) or ModelRoute()
+        runs[spec.id] = LocalRun(
+            model_id=spec.id,
+            family=local.family,
+            weights=local.weights,
+            steps=local.steps,
+            fps=local.fps,
+            sizes=dict(local.sizes),
+            frame_step=FRAME_STEP[local.family],
+            guidance_per_cfg=GUIDANCE_PER_CFG[local.family],
+            image_use=IMAGE_USE[local.family],
+            device=route.device or defaults.device,
+            dtype=route.dtype or defaults.dtype,
+            cpu_offload=defaults.cpu_offload if route.cpu_offload is None else route.cpu_offload,
+            vae_tiling=defaults.vae_tiling if route.vae_tiling is None else route.vae_tiling,
+        )
+        try:
+            check_weights(runs[spec.id])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    return runs
 
 
 def _check_models(kind: str, models: set[str], served: set[str]) -> None:

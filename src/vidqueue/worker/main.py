@@ -12,8 +12,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from vidqueue.bootstrap import open_storage, prepare_data_dir, store_for
-from vidqueue.catalog import Catalog
+from vidqueue.bootstrap import catalog_for, open_storage, prepare_data_dir, store_for
 from vidqueue.config import Settings, load_settings
 from vidqueue.errors import ConfigError, StoreUnavailable
 from vidqueue.logs import setup_logging
@@ -64,7 +63,9 @@ def run_worker(settings: Settings, *, supervised: bool = False) -> None:
     parent = os.getppid()
     prepare_data_dir(settings)
     store = store_for(settings)
-    engines = build_engines(settings, Catalog())
+    engines = build_engines(settings, catalog_for(settings))
+    if not engines:
+        raise ConfigError("This worker has no models to serve: no model is routed to the engines it runs.")
     worker = Worker(
         store,
         engines,

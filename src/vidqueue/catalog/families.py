@@ -1,0 +1,173 @@
+"""Open-weight model families (Wan, LTX-Video): their payload parameters and the built-in models of each.
+
+A family fixes what a payload may hold; a model of the family adds where its weights are and its native settings
+(steps, frame rate, frame sizes). The diffusers engine reads the same facts from the model's ``LocalModel``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from vidqueue.catalog.models import FAMILIES, Family, LocalModel, ModelSpec
+from vidqueue.catalog.params import Param
+from vidqueue.catalog.seeds import ASPECT_RATIO, CFG_SCALE, DURATION, IMAGE, NEGATIVE_PROMPT, PROMPT
+
+__all__ = [
+    "BUILT_IN",
+    "BUILT_IN_MODELS",
+    "FAMILIES",
+    "FAMILY_DEFAULTS",
+    "FRAME_STEP",
+    "GUIDANCE_PER_CFG",
+    "IMAGE_USE",
+    "SIZE_MULTIPLE",
+    "Family",
+    "LocalModel",
+    "local_model",
+    "local_spec",
+]
+
+ImageUse = Literal["none", "optional", "required"]
+
+# How each family takes an input image.
+IMAGE_USE: dict[Family, ImageUse] = {
+    "wan2.1-t2v": "none",
+    "wan2.1-i2v": "required",
+    "wan2.2-ti2v": "optional",
+    "ltx-video": "optional",
+}
+
+MAX_STEPS = 200
+SEED_MAX = 2**32 - 1
+
+SEED = Param(
+    name="seed",
+    display_name="Seed",
+    description=f"Random seed (0 to {SEED_MAX}); the same seed, payload and model give the same video. "
+    "Without one, a random seed is drawn.",
+    type="integer",
+    min=0,
+    max=SEED_MAX,
+)
+
+REQUIRED_IMAGE = Param(
+    name="image",
+    display_name="Image",
+    description=IMAGE.description.replace("Reference image for image-to-video", "The first frame (required)"),
+    type="string",
+    required=True,
+    is_image=True,
+)
+
+
+def steps_param(default: int) -> Param:
+    """num_inference_steps with a model's own default."""
+    return Param(
+        name="num_inference_steps",
+        display_name="Inference steps",
+        description=f"Denoising steps (1 to {MAX_STEPS}): more are slower and usually sharper.",
+        type="integer",
+        default=default,
+        min=1,
+        max=MAX_STEPS,
+    )
+
+
+def family_params(family: Family, steps: int) -> tuple[Param, ...]:
+    """The payload parameters of a family's models: the Kling-style ones, the image where taken, seed, steps."""
+    image = {"none": (), "optional": (IMAGE,), "required": (REQUIRED_IMAGE,)}[IMAGE_USE[family]]
+    return (PROMPT, *image, NEGATIVE_PROMPT, DURATION, ASPECT_RATIO, CFG_SCALE, SEED, steps_param(steps))
+
+
+WAN_480P = {"16:9": (832, 480), "9:16": (480, 832), "1:1": (624, 624)}
+WAN_720P = {"16:9": (1280, 704), "9:16": (704, 1280), "1:1": (960, 960)}
+LTX_SIZES = {"16:9": (768, 512), "9:16": (512, 768), "1:1": (640, 640)}
+
+BUILT_IN: dict[str, LocalModel] = {
+    "wan2.1-t2v-1.3b": LocalModel("wan2.1-t2v", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", 50, 16, WAN_480P),
+    "wan2.1-t2v-14b": LocalModel("wan2.1-t2v", "Wan-AI/Wan2.1-T2V-14B-Diffusers", 50, 16, WAN_720P),
+    "wan2.1-i2v-14b-480p": LocalModel("wan2.1-i2v", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", 40, 16, WAN_480P),
+    "wan2.2-ti2v-5b": LocalModel("wan2.2-ti2v", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", 50, 24, WAN_720P),
+    "ltx-video": LocalModel("ltx-video", "Lightricks/LTX-Video", 50, 24, LTX_SIZES),
+}
+
+# A family's own settings, for a configured model that gives no steps, fps or sizes.
+FAMILY_DEFAULTS: dict[Family, LocalModel] = {
+    "wan2.1-t2v": BUILT_IN["wan2.1-t2v-1.3b"],
+    "wan2.1-i2v": BUILT_IN["wan2.1-i2v-14b-480p"],
+    "wan2.2-ti2v": BUILT_IN["wan2.2-ti2v-5b"],
+    "ltx-video": BUILT_IN["ltx-video"],
+}
+
+# Frame sizes must be multiples of this (the VAE's spatial compression times the transformer's patch size),
+# and frame counts k * FRAME_STEP + 1 (the VAE's temporal compression).
+SIZE_MULTIPLE: dict[Family, int] = {"wan2.1-t2v": 16, "wan2.1-i2v": 16, "wan2.2-ti2v": 32, "ltx-video": 32}
+FRAME_STEP: dict[Family, int] = {"wan2.1-t2v": 4, "wan2.1-i2v": 4, "wan2.2-ti2v": 4, "ltx-video": 8}
+
+_DESCRIPTIONS: dict[Family, str] = {
+    "wan2.1-t2v": "Wan 2.1 text to video, open weights, generated on this server's GPUs.",
+    "wan2.1-i2v": "Wan 2.1 image to video: the image is the first frame; open weights, generated locally.",
+    "wan2.2-ti2v": "Wan 2.2 TI2V: text to video, or image to video when an image is given; generated locally.",
+    "ltx-video": "LTX-Video: text to video, or image to video when an image is given; generated locally.",
+}
+
+# guidance_scale = GUIDANCE_PER_CFG * cfg_scale: the default cfg_scale 0.5 gives the family's native guidance.
+GUIDANCE_PER_CFG: dict[Family, float] = {"wan2.1-t2v": 10.0, "wan2.1-i2v": 10.0, "wan2.2-ti2v": 10.0, "ltx-video": 6.0}
+
+
+def local_spec(model_id: str, local: LocalModel, *, created_at: int = 1_767_225_600) -> ModelSpec:
+    """The catalog entry of a local model: its family's parameters and a description of its settings."""
+    sizes = ", ".join(f"{ratio} → {w}x{h}" for ratio, (w, h) in local.sizes.items())
+    takes_image = IMAGE_USE[local.family] != "none"
+    per_cfg = GUIDANCE_PER_CFG[local.family]
+    detailed = f"""\
+# {model_id}
+
+{_DESCRIPTIONS[local.family]}
+
+- **Family:** `{local.family}`; weights `{local.weights}`.
+- **Frames:** `duration` seconds at {local.fps} fps, rounded to the family's frame rule ({FRAME_STEP[local.family]}k+1).
+- **Sizes:** {sizes}.
+- **Steps:** {local.steps} by default (`num_inference_steps`); `seed` makes a run repeatable.
+- **Guidance:** guidance scale = {per_cfg:g} times `cfg_scale` (the default 0.5 gives the family's native \
+{per_cfg / 2:g}); at 1 or less classifier-free guidance is off, which halves the work.
+"""
+    return ModelSpec(
+        id=model_id,
+        brief_description=_DESCRIPTIONS[local.family],
+        detailed_description=detailed,
+        params=family_params(local.family, local.steps),
+        modalities={"input": ["text", "image"] if takes_image else ["text"], "output": ["video"]},
+        model_type="video-generation",
+        tags=("video-generation", "text-to-video", *(("image-to-video",) if takes_image else ()), "open-weights"),
+        external_provider=None,
+        price_info=None,
+        created_at=created_at,
+        updated_at=created_at,
+        local=local,
+    )
+
+
+BUILT_IN_MODELS: tuple[ModelSpec, ...] = tuple(local_spec(mid, local) for mid, local in BUILT_IN.items())
+
+
+def local_model(
+    model_id: str,
+    family: Family,
+    weights: str,
+    *,
+    steps: int | None = None,
+    fps: int | None = None,
+    sizes: dict[str, tuple[int, int]] | None = None,
+) -> LocalModel:
+    """A local model from a family's defaults and what was given; ValueError names a size the family cannot make."""
+    base = FAMILY_DEFAULTS[family]
+    merged = {**base.sizes, **(sizes or {})}
+    multiple = SIZE_MULTIPLE[family]
+    for ratio, (width, height) in merged.items():
+        if width % multiple or height % multiple:
+            raise ValueError(
+                f"model {model_id}: size {width}x{height} for {ratio} must be made of multiples of {multiple} "
+                f"for family {family}"
+            )
+    return LocalModel(family, weights, steps or base.steps, fps or base.fps, merged)

@@ -1,0 +1,117 @@
+"""Loading diffusers pipelines from a hub id or a local folder, and keeping the recent ones resident."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import diffusers
+import torch
+
+from vidqueue.engines.diffusers.options import LocalRun
+from vidqueue.errors import ConfigError, JobFailed
+
+log = logging.getLogger("vidqueue.diffusers")
+
+# family → (text-to-video class, image-to-video class); the weights folder is saved for the first one given.
+PIPELINES: dict[str, tuple[str | None, str | None]] = {
+    "wan2.1-t2v": ("WanPipeline", None),
+    "wan2.1-i2v": (None, "WanImageToVideoPipeline"),
+    "wan2.2-ti2v": ("WanPipeline", "WanImageToVideoPipeline"),
+    "ltx-video": ("LTXPipeline", "LTXImageToVideoPipeline"),
+}
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def pick_device(wanted: str | None) -> torch.device:
+    """The device to run on: the one asked for, else the first GPU, else the CPU."""
+    if wanted:
+        device = torch.device(wanted)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"Device {wanted!r} was asked for, but this machine has no CUDA GPU visible to torch.")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Loaded:
+    """A resident pipeline, and the image-to-video twin that shares its components (made when first needed)."""
+
+    text: Any | None
+    image: Any | None
+
+
+class Resident:
+    """Pipelines kept in memory, at most ``capacity``; the least recently used one is dropped first."""
+
+    def __init__(self, device: torch.device, capacity: int = 1) -> None:
+        self.device = device
+        self.capacity = capacity
+        self._loaded: OrderedDict[str, Loaded] = OrderedDict()
+        self.loads = 0  # how many times weights were read (for tests and logs)
+
+    def get(self, run: LocalRun, *, with_image: bool) -> Any:
+        """The pipeline for ``run``: the image-to-video one when ``with_image``; loads and evicts as needed."""
+        loaded = self._loaded.get(run.model_id)
+        if loaded is None:
+            while len(self._loaded) >= self.capacity:
+                self._evict()
+            loaded = self._load(run)
+            self._loaded[run.model_id] = loaded
+        self._loaded.move_to_end(run.model_id)
+        if with_image:
+            if loaded.image is None:
+                loaded.image = self._image_twin(run, loaded.text)
+            return loaded.image
+        if loaded.text is None:
+            raise JobFailed(f"Model {run.model_id} needs an input image.", "invalid_input")
+        return loaded.text
+
+    def resident(self) -> list[str]:
+        """Model ids loaded now, least recently used first."""
+        return list(self._loaded)
+
+    def _load(self, run: LocalRun) -> Loaded:
+        text_name, image_name = PIPELINES[run.family]
+        name = text_name or image_name
+        assert name is not None
+        dtype = DTYPES[run.dtype]
+        if self.device.type == "cpu" and dtype is not torch.float32:
+            dtype = torch.float32  # half precision on a CPU is slow or unsupported for these kernels
+        log.info("loading %s (%s) from %s as %s on %s", run.model_id, name, run.weights, dtype, self.device)
+        try:
+            pipe = getattr(diffusers, name).from_pretrained(run.weights, torch_dtype=dtype)
+        except (OSError, ValueError) as exc:
+            raise JobFailed(
+                f"The weights of model {run.model_id} ({run.weights}) could not be loaded: {exc}", "engine_error"
+            ) from exc
+        self.loads += 1
+        self._place(pipe, run)
+        return Loaded(text=pipe if text_name else None, image=None if text_name else pipe)
+
+    def _image_twin(self, run: LocalRun, text_pipe: Any) -> Any:
+        _, image_name = PIPELINES[run.family]
+        if image_name is None or text_pipe is None:
+            raise JobFailed(f"Model {run.model_id} does not take an input image.", "invalid_input")
+        # from_pipe shares every component (no second copy of the weights in memory).
+        return getattr(diffusers, image_name).from_pipe(text_pipe)
+
+    def _place(self, pipe: Any, run: LocalRun) -> None:
+        pipe.set_progress_bar_config(disable=True)
+        if run.cpu_offload and self.device.type == "cuda":
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+        if run.vae_tiling and hasattr(pipe.vae, "enable_tiling"):
+            pipe.vae.enable_tiling()
+
+    def _evict(self) -> None:
+        model_id, _ = self._loaded.popitem(last=False)
+        log.info("unloading %s to make room", model_id)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
