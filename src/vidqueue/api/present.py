@@ -35,7 +35,7 @@ def present_outcome(outcome: dict[str, Any] | None, storage: Storage, ttl_s: int
         out["video_url"] = media[0]["url"]
     if outcome.get("thumbnail_key"):
         out["thumbnail_image_url"] = storage.url(outcome["thumbnail_key"], ttl_s)
-    for key in ("video", "engine", "upstream"):
+    for key in ("video", "engine", "upstream", "generation"):
         if key in outcome:
             out[key] = outcome[key]
     return out

@@ -60,15 +60,19 @@ REQUIRED_IMAGE = Param(
 )
 
 
-def steps_param(default: int) -> Param:
+# LTX-Video's scheduler (shift_terminal) cannot run a single step.
+MIN_STEPS: dict[Family, int] = {"wan2.1-t2v": 1, "wan2.1-i2v": 1, "wan2.2-ti2v": 1, "ltx-video": 2}
+
+
+def steps_param(default: int, minimum: int = 1) -> Param:
     """num_inference_steps with a model's own default."""
     return Param(
         name="num_inference_steps",
         display_name="Inference steps",
-        description=f"Denoising steps (1 to {MAX_STEPS}): more are slower and usually sharper.",
+        description=f"Denoising steps ({minimum} to {MAX_STEPS}): more are slower and usually sharper.",
         type="integer",
         default=default,
-        min=1,
+        min=minimum,
         max=MAX_STEPS,
     )
 
@@ -76,7 +80,8 @@ def steps_param(default: int) -> Param:
 def family_params(family: Family, steps: int) -> tuple[Param, ...]:
     """The payload parameters of a family's models: the Kling-style ones, the image where taken, seed, steps."""
     image = {"none": (), "optional": (IMAGE,), "required": (REQUIRED_IMAGE,)}[IMAGE_USE[family]]
-    return (PROMPT, *image, NEGATIVE_PROMPT, DURATION, ASPECT_RATIO, CFG_SCALE, SEED, steps_param(steps))
+    steps_rule = steps_param(max(steps, MIN_STEPS[family]), MIN_STEPS[family])
+    return (PROMPT, *image, NEGATIVE_PROMPT, DURATION, ASPECT_RATIO, CFG_SCALE, SEED, steps_rule)
 
 
 WAN_480P = {"16:9": (832, 480), "9:16": (480, 832), "1:1": (624, 624)}

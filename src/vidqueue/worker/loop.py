@@ -246,8 +246,10 @@ class Worker:
             "video": media.info.as_dict(),
             "engine": self.engines[record.model].kind,
         }
-        if "upstream" in media.extra:
-            outcome["upstream"] = media.extra["upstream"]
+        # What an engine reports that a client can use: the upstream task, or the settings to repeat a generation.
+        for key in ("upstream", "generation"):
+            if key in media.extra:
+                outcome[key] = media.extra[key]
         if media.thumbnail is not None:
             key = media_key(record.request_id, "thumbnail.jpg")
             self.storage.put_file(key, media.thumbnail, "image/jpeg")

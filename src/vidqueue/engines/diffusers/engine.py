@@ -120,7 +120,8 @@ class DiffusersEngine:
         if plan.image is not None:
             kwargs["image"] = plan.image
         if run.family == "ltx-video":
-            kwargs["frame_rate"] = run.fps
+            # LTX-Video 0.9.1+ decodes with a little noise at a small timestep (ignored by a VAE without it).
+            kwargs.update(frame_rate=run.fps, decode_timestep=0.05, decode_noise_scale=0.025)
         output = pipe(**kwargs)
         video = np.asarray(output.frames[0], dtype=np.float32)  # (frames, height, width, 3) in [0, 1]
         return (np.clip(video, 0.0, 1.0) * 255.0).round().astype(np.uint8)

@@ -43,6 +43,7 @@ class Loaded:
 
     text: Any | None
     image: Any | None
+    dtype: torch.dtype
 
 
 class Resident:
@@ -65,7 +66,7 @@ class Resident:
         self._loaded.move_to_end(run.model_id)
         if with_image:
             if loaded.image is None:
-                loaded.image = self._image_twin(run, loaded.text)
+                loaded.image = self._image_twin(run, loaded)
             return loaded.image
         if loaded.text is None:
             raise JobFailed(f"Model {run.model_id} needs an input image.", "invalid_input")
@@ -84,21 +85,24 @@ class Resident:
             dtype = torch.float32  # half precision on a CPU is slow or unsupported for these kernels
         log.info("loading %s (%s) from %s as %s on %s", run.model_id, name, run.weights, dtype, self.device)
         try:
-            pipe = getattr(diffusers, name).from_pretrained(run.weights, torch_dtype=dtype)
+            pipe = getattr(diffusers, name).from_pretrained(run.weights, dtype=dtype)
         except (OSError, ValueError) as exc:
             raise JobFailed(
                 f"The weights of model {run.model_id} ({run.weights}) could not be loaded: {exc}", "engine_error"
             ) from exc
         self.loads += 1
         self._place(pipe, run)
-        return Loaded(text=pipe if text_name else None, image=None if text_name else pipe)
+        return Loaded(text=pipe if text_name else None, image=None if text_name else pipe, dtype=dtype)
 
-    def _image_twin(self, run: LocalRun, text_pipe: Any) -> Any:
+    def _image_twin(self, run: LocalRun, loaded: Loaded) -> Any:
         _, image_name = PIPELINES[run.family]
-        if image_name is None or text_pipe is None:
+        if image_name is None or loaded.text is None:
             raise JobFailed(f"Model {run.model_id} does not take an input image.", "invalid_input")
-        # from_pipe shares every component (no second copy of the weights in memory).
-        return getattr(diffusers, image_name).from_pipe(text_pipe)
+        # from_pipe shares every component (no second copy of the weights); it casts them to its own dtype
+        # argument, float32 when omitted, so it gets the one they were loaded with.
+        twin = getattr(diffusers, image_name).from_pipe(loaded.text, dtype=loaded.dtype)
+        twin.set_progress_bar_config(disable=True)
+        return twin
 
     def _place(self, pipe: Any, run: LocalRun) -> None:
         pipe.set_progress_bar_config(disable=True)
