@@ -10,11 +10,16 @@ from typing import Any
 
 import diffusers
 import torch
+import transformers
 
 from vidqueue.engines.diffusers.options import LocalRun
 from vidqueue.errors import ConfigError, JobFailed
 
 log = logging.getLogger("vidqueue.diffusers")
+
+# Loading bars belong on a terminal, not in a worker's log; vidqueue logs one line per load instead.
+diffusers.utils.logging.disable_progress_bar()
+transformers.utils.logging.disable_progress_bar()
 
 # family → (text-to-video class, image-to-video class); the weights folder is saved for the first one given.
 PIPELINES: dict[str, tuple[str | None, str | None]] = {
