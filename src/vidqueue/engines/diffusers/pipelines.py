@@ -18,8 +18,8 @@ from vidqueue.errors import ConfigError, JobFailed
 log = logging.getLogger("vidqueue.diffusers")
 
 # Loading bars belong on a terminal, not in a worker's log; vidqueue logs one line per load instead.
-diffusers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-transformers.utils.logging.disable_progress_bar()
+diffusers.utils.logging.disable_progress_bar()
+transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 # family → (text-to-video class, image-to-video class); the weights folder is saved for the first one given.
 PIPELINES: dict[str, tuple[str | None, str | None]] = {
