@@ -23,7 +23,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.cases import MASTER, PROMPT, TOO_LONG, TURBO
+from tests.cases import LISTED_MODEL_IDS, MASTER, PROMPT, TOO_LONG, TURBO
 from tests.support import Server, free_port, run_cli, running_server, submit, wait_for
 
 # Variables the client reads; every test sets them itself, so nothing leaks in from the outer environment.
@@ -143,7 +143,7 @@ def test_models_lists_both_seed_models_plain_and_as_json(server: Server) -> None
     assert "emulator" in table  # the engine column
     models = as_json(ok(vq("models", "--json", env=env)))
     assert isinstance(models, list)
-    assert {m["model"] for m in models} == {TURBO, MASTER}
+    assert [m["model"] for m in models] == LISTED_MODEL_IDS
     turbo = next(m for m in models if m["model"] == TURBO)
     assert "image" in {p["name"] for p in turbo["parameters"]}
 
@@ -500,7 +500,7 @@ def test_no_api_key_at_all_exits_3_with_a_hint(server: Server) -> None:
 def test_gmi_api_key_alone_is_used_and_flags_beat_the_environment(server: Server) -> None:
     assert server.key is not None
     env = cli_env(GMI_API_KEY=server.key, VIDQUEUE_BASE_URL=server.url)
-    assert {m["model"] for m in as_json(ok(vq("models", "--json", env=env)))} == {TURBO, MASTER}
+    assert [m["model"] for m in as_json(ok(vq("models", "--json", env=env)))] == LISTED_MODEL_IDS
     # VIDQUEUE_API_KEY comes before GMI_API_KEY, --api-key before both.
     bad_vq = cli_env(server, key="vq_bad", GMI_API_KEY=server.key)
     fails(vq("models", env=bad_vq), 3)

@@ -13,7 +13,7 @@ import av
 import httpx
 import pytest
 
-from tests.cases import MASTER, PROMPT, TURBO
+from tests.cases import LISTED_MODEL_IDS, MASTER, PROMPT, TURBO
 from tests.support import CuttingProxy, Server, fast_env, free_port, running_server
 from vidqueue import (
     AsyncClient,
@@ -81,7 +81,7 @@ def media_bytes(request: Request) -> bytes:
 
 def test_models_and_model_details(sdk: Client) -> None:
     models = sdk.models()
-    assert [m.model for m in models] == [TURBO, MASTER]
+    assert [m.model for m in models] == LISTED_MODEL_IDS
     assert all(m.engine == "emulator" and m.parameters for m in models)
     turbo = sdk.model(TURBO)
     cfg = turbo.parameter("cfg_scale")
@@ -247,7 +247,7 @@ def test_an_expired_url_is_refreshed_by_fetching_the_request_again(sdk: Client, 
 def test_async_client_mirrors_every_method(server: Server, proxy: CuttingProxy, tmp_path: Path) -> None:
     async def main() -> None:
         async with AsyncClient(proxy.url, server.key) as c:
-            assert [m.model for m in await c.models()] == [TURBO, MASTER]
+            assert [m.model for m in await c.models()] == LISTED_MODEL_IDS
             assert (await c.model(MASTER)).parameter("aspect_ratio") is not None
             created = await c.submit(MASTER, {"prompt": PROMPT, "aspect_ratio": "1:1"})
             assert (await c.get(created.request_id)).model == MASTER
