@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.tiny_pipelines (the tiny pipeline and its from-scratch tokenizer)
 
+from bench.emulator import BenchContext  # noqa: E402
 from tests.tiny_pipelines import _tokenizer, build_tiny  # noqa: E402
 
 from vidqueue.engines.base import Job  # noqa: E402
@@ -122,23 +123,6 @@ def baseline(folder: Path, device: torch.device, dtype: torch.dtype, args: argpa
     return time.perf_counter() - started  # the pipeline goes with this frame, before vidqueue's loads
 
 
-class _Ctx:
-    """The least a JobContext needs to be: a work folder, and no cancel."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.resume_state = None
-
-    def progress(self, fraction: float) -> None:
-        pass
-
-    def cancelled(self) -> bool:
-        return False
-
-    def checkpoint(self, state: dict[str, Any]) -> None:
-        pass
-
-
 def through_vidqueue(folder: Path, device: torch.device, args: argparse.Namespace) -> tuple[float, float]:
     """Seconds for one request through vidqueue's engine (MP4 included), and its denoising share."""
     fps = (args.frames - 1) // 5  # duration "5" at this fps gives exactly args.frames (4k+1)
@@ -163,12 +147,11 @@ def through_vidqueue(folder: Path, device: torch.device, args: argparse.Namespac
         "seed": 0,
     }
     with tempfile.TemporaryDirectory() as work:
-        engine.generate(Job("warm-up", "bench", "wan-bench", {**payload, "num_inference_steps": 2}), _Ctx(Path(work)))
+        ctx = BenchContext(Path(work))
+        engine.generate(Job("warm-up", "bench", "wan-bench", {**payload, "num_inference_steps": 2}), ctx)
         _sync(device)
         started = time.perf_counter()
-        media = engine.generate(
-            Job("timed", "bench", "wan-bench", {**payload, "num_inference_steps": args.steps}), _Ctx(Path(work))
-        )
+        media = engine.generate(Job("timed", "bench", "wan-bench", {**payload, "num_inference_steps": args.steps}), ctx)
         _sync(device)
         elapsed = time.perf_counter() - started
     assert media.info.frames == args.frames, media.info

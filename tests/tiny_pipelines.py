@@ -144,9 +144,9 @@ def _wan_parts(family: str) -> dict[str, Any]:
     tokenizer = _tokenizer(512)
     text_encoder = UMT5EncoderModel(UMT5Config(**_t5_config(len(tokenizer))))
     parts: dict[str, Any] = {"tokenizer": tokenizer, "text_encoder": text_encoder}
-    if family == "wan2.2-ti2v":
-        z_dim = 48
-        parts["vae"] = AutoencoderKLWan(
+
+    def vae(z_dim: int, **extra: Any) -> Any:
+        return AutoencoderKLWan(
             base_dim=4,
             z_dim=z_dim,
             dim_mult=[1, 1, 1, 1],
@@ -154,6 +154,13 @@ def _wan_parts(family: str) -> dict[str, Any]:
             temperal_downsample=[False, True, True],
             latents_mean=[0.0] * z_dim,
             latents_std=[1.0] * z_dim,
+            **extra,
+        )
+
+    if family == "wan2.2-ti2v":
+        z_dim = 48
+        parts["vae"] = vae(
+            z_dim,
             is_residual=True,
             in_channels=12,
             out_channels=12,
@@ -166,15 +173,7 @@ def _wan_parts(family: str) -> dict[str, Any]:
         parts["expand_timesteps"] = True
         return parts
     z_dim = 16
-    parts["vae"] = AutoencoderKLWan(
-        base_dim=4,
-        z_dim=z_dim,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-        latents_mean=[0.0] * z_dim,
-        latents_std=[1.0] * z_dim,
-    )
+    parts["vae"] = vae(z_dim)
     parts["scheduler"] = _wan_scheduler(3.0)
     if family == "wan2.1-t2v":
         parts["transformer"] = _wan_transformer(z_dim, z_dim)

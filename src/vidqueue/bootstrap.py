@@ -69,12 +69,7 @@ def catalog_for(settings: Settings) -> Catalog:
                 raise ConfigError(
                     f"{where} names a model vidqueue does not know; give it a family and weights to run it locally."
                 )
-            if route.engine is not None and route.engine not in known.engines:
-                raise ConfigError(
-                    f"{where} routes to engine '{route.engine}', which cannot serve it "
-                    f"(it can use: {', '.join(known.engines)})."
-                )
-            continue
+            continue  # a plain re-route: build_engines checks the engine can serve the model
         family = route.family or (local.family if local else None)
         if family is None:
             raise ConfigError(f"{where} needs a family (wan2.1-t2v, wan2.1-i2v, wan2.2-ti2v or ltx-video).")

@@ -334,6 +334,20 @@ class FakeUpstream:
             return Reply.text(500, "fake crashed; see fake.errors")
 
 
+def int_param(request: Request, name: str, default: int, low: int, high: int, bad: Callable[[str], Exception]) -> int:
+    """A query parameter as an integer in [low, high], ``default`` when absent; ``bad(message)`` is raised otherwise."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad(f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise bad(f"{name} must be between {low} and {high}")
+    return value
+
+
 def _send(handler: _Handler, reply: Reply) -> None:
     handler.close_connection = True  # one call per connection: a reset or a stop never meets a pooled connection
     try:

@@ -8,13 +8,17 @@ import time
 import uuid
 from typing import Any, ClassVar
 
-from tests.fakes.base import Action, FakeUpstream, Fault, Rejected, Reply, Request, Route
+from tests.fakes.base import Action, FakeUpstream, Fault, Rejected, Reply, Request, Route, int_param
 
 MODELS = ("kling-v2-5-turbo", "Kling-Text2Video-V2-Master")
 # The public API-key base path, and the one GMI's own SDK calls; both are served alike.
 BASE = "/api/v1/ie/requestqueue/apikey"
 SDK_BASE = "/api/v1/ie/requestqueue"
 _PATH = re.compile(r"^/api/v1/ie/requestqueue(?:/apikey)?/(requests|models)(?:/([^/]+))?$")
+
+
+def _bad_query(message: str) -> Rejected:
+    return _error(400, message)
 
 
 def _error(status: int, message: str) -> Rejected:
@@ -147,8 +151,8 @@ class GmiFake(FakeUpstream):
         self._auth(request)
         model = request.query.get("model_id") or None
         status = request.query.get("status") or None
-        limit = _int_param(request, "limit", 20, 1, 100)
-        offset = _int_param(request, "cursor", 0, 0, 10**9)  # the cursor is an offset, opaque to clients
+        limit = int_param(request, "limit", 20, 1, 100, _bad_query)
+        offset = int_param(request, "cursor", 0, 0, 10**9, _bad_query)  # the cursor is an offset, opaque to clients
         with self._lock:
             matches = [
                 t
@@ -207,16 +211,3 @@ class GmiFake(FakeUpstream):
             "qworker_id": None,
             "error": error,
         }
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _error(400, f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise _error(400, f"{name} must be between {low} and {high}")
-    return value

@@ -16,7 +16,7 @@ import jwt
 from jwt.algorithms import HMACAlgorithm
 from PIL import Image, UnidentifiedImageError
 
-from tests.fakes.base import Action, FakeUpstream, Fault, Rejected, Reply, Request, Route
+from tests.fakes.base import Action, FakeUpstream, Fault, Rejected, Reply, Request, Route, int_param
 
 MODELS = frozenset({"kling-v1", "kling-v1-6", "kling-v2-master", "kling-v2-1-master", "kling-v2-5-turbo"})
 KINDS = ("text2video", "image2video")
@@ -230,8 +230,8 @@ class KlingFake(FakeUpstream):
 
     def _list(self, request: Request, kind: str) -> Reply:
         self._auth(request)
-        page = _int_param(request, "pageNum", 1, 1, 1000)
-        size = _int_param(request, "pageSize", 30, 1, 500)
+        page = int_param(request, "pageNum", 1, 1, 1000, _bad)
+        size = int_param(request, "pageSize", 30, 1, 500, _bad)
         with self._lock:
             tasks = sorted((t for t in self._tasks.values() if t["kind"] == kind), key=lambda t: -t["seq"])
             data = [self._task_data(t) for t in tasks[(page - 1) * size : page * size]]
@@ -253,19 +253,6 @@ class KlingFake(FakeUpstream):
             ]
             data["task_result"] = {"videos": videos}
         return data
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _bad(f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise _bad(f"{name} must be between {low} and {high}")
-    return value
 
 
 def _validate(kind: str, body: dict[str, Any]) -> None:

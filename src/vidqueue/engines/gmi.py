@@ -45,6 +45,7 @@ class GmiEngine(UpstreamEngine):
 
     kind = "gmi"
     provider = "GMI Cloud"
+    served = frozenset(MODELS)
 
     def __init__(
         self,
@@ -56,9 +57,6 @@ class GmiEngine(UpstreamEngine):
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        unknown = set(models) - MODELS
-        if unknown:
-            raise ValueError(f"the gmi engine does not serve {sorted(unknown)}")
         super().__init__(models, settings, allow_private_urls=allow_private_urls, transport=transport, clock=clock)
         self._api_key = api_key
         # A create GMI is still working on when our call timed out shows up in its list only once it is made.

@@ -80,6 +80,7 @@ class KlingEngine(UpstreamEngine):
 
     kind = "kling"
     provider = "Kling"
+    served = frozenset(MODEL_NAMES)
 
     def __init__(
         self,
@@ -92,9 +93,6 @@ class KlingEngine(UpstreamEngine):
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        unknown = set(models) - set(MODEL_NAMES)
-        if unknown:
-            raise ValueError(f"the kling engine does not serve {sorted(unknown)}")
         super().__init__(models, settings, allow_private_urls=allow_private_urls, transport=transport, clock=clock)
         self._auth = KlingAuth(access_key, secret_key)
 

@@ -129,6 +129,8 @@ class UpstreamEngine(abc.ABC):
 
     kind: str
     provider: str  # the upstream's name in messages: "Kling", "GMI Cloud"
+    #: The vidqueue model ids this upstream has a counterpart for.
+    served: frozenset[str]
     #: How long after a create's answer was lost the upstream may still make its task. An upstream that cannot
     #: find tasks by our id at once waits this long, looking, before it may create again.
     settle_s: float = 0.0
@@ -142,6 +144,9 @@ class UpstreamEngine(abc.ABC):
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        unknown = set(models) - self.served
+        if unknown:
+            raise ValueError(f"the {self.kind} engine does not serve {sorted(unknown)}")
         self._models = set(models)
         self.settings = settings
         self.concurrency = settings.concurrency

@@ -8,9 +8,7 @@ from vidqueue.config import Credentials, ModelRoute, Settings
 from vidqueue.engines.base import AnyEngine
 from vidqueue.engines.diffusers import LocalRun, check_weights, missing_packages
 from vidqueue.engines.emulator import EmulatorEngine
-from vidqueue.engines.gmi import MODELS as GMI_MODELS
 from vidqueue.engines.gmi import GmiEngine
-from vidqueue.engines.kling import MODEL_NAMES as KLING_MODELS
 from vidqueue.engines.kling import KlingEngine
 from vidqueue.errors import ConfigError
 
@@ -28,6 +26,11 @@ def build_engines(
     only = settings.worker.engines
     for spec in catalog:
         routed = settings.engine_for(spec.id, spec.engines)
+        if routed not in spec.engines:
+            raise ConfigError(
+                f"Model {spec.id} is routed to the {routed} engine, which cannot serve it "
+                f"(it can use: {', '.join(spec.engines)})."
+            )
         if only is None or routed in only:
             by_kind.setdefault(routed, set()).add(spec.id)
     routes: dict[str, AnyEngine] = {}
@@ -37,7 +40,6 @@ def build_engines(
             emu = settings.engines.emulator
             engine = EmulatorEngine(models, latency_s=emu.latency_s, failure_rate=emu.failure_rate)
         elif kind == "kling":
-            _check_models(kind, models, set(KLING_MODELS))
             if not (creds.kling_access_key and creds.kling_secret_key):
                 raise ConfigError(
                     f"Models {sorted(models)} are routed to the kling engine, but KLING_ACCESS_KEY and "
@@ -51,7 +53,6 @@ def build_engines(
                 allow_private_urls=settings.allow_private_urls,
             )
         elif kind == "gmi":
-            _check_models(kind, models, GMI_MODELS)
             if not creds.gmi_api_key:
                 raise ConfigError(
                     f"Models {sorted(models)} are routed to the gmi engine, but GMI_API_KEY is not set in the "
@@ -102,8 +103,7 @@ def _local_runs(settings: Settings, specs: list[ModelSpec]) -> dict[str, LocalRu
     runs: dict[str, LocalRun] = {}
     for spec in specs:
         local = spec.local
-        if local is None:
-            raise ConfigError(f"Model {spec.id} is routed to diffusers but has no family and weights.")
+        assert local is not None  # build_engines routes only local models to diffusers
         route = settings.models.get(spec.id) or ModelRoute()
         runs[spec.id] = LocalRun(
             model_id=spec.id,
@@ -125,9 +125,3 @@ def _local_runs(settings: Settings, specs: list[ModelSpec]) -> dict[str, LocalRu
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
     return runs
-
-
-def _check_models(kind: str, models: set[str], served: set[str]) -> None:
-    unknown = models - served
-    if unknown:
-        raise ConfigError(f"The {kind} engine cannot serve {sorted(unknown)}; it serves {sorted(served)}.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import torch
 
 from vidqueue.engines.base import GeneratedMedia, Job, JobContext
 from vidqueue.engines.diffusers.options import LocalRun, check_weights
-from vidqueue.engines.diffusers.pipelines import Resident, pick_device
+from vidqueue.engines.diffusers.pipelines import Resident, free_memory, pick_device
 from vidqueue.engines.diffusers.plan import Plan, make_plan
 from vidqueue.errors import ConfigError, JobCancelled, JobFailed
 from vidqueue.media.encode import encode_mp4, write_frame_thumbnail
@@ -82,7 +81,7 @@ class DiffusersEngine:
             with torch.inference_mode():
                 frames = self._denoise(pipe, run, plan, ctx)
         except torch.cuda.OutOfMemoryError:
-            self._free_memory()
+            free_memory()
             raise JobFailed(_OOM_MESSAGE, "out_of_memory") from None
         denoised = self._clock()
         video = ctx.workdir / "video.mp4"
@@ -125,8 +124,3 @@ class DiffusersEngine:
         output = pipe(**kwargs)
         video = np.asarray(output.frames[0], dtype=np.float32)  # (frames, height, width, 3) in [0, 1]
         return (np.clip(video, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-
-    def _free_memory(self) -> None:
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()

@@ -32,6 +32,13 @@ PIPELINES: dict[str, tuple[str | None, str | None]] = {
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def free_memory() -> None:
+    """Drop unreachable tensors and hand cached GPU memory back (after an eviction or an out-of-memory error)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def pick_device(wanted: str | None) -> torch.device:
     """The device to run on: the one asked for, else the first GPU, else the CPU."""
     if wanted:
@@ -121,6 +128,4 @@ class Resident:
     def _evict(self) -> None:
         model_id, _ = self._loaded.popitem(last=False)
         log.info("unloading %s to make room", model_id)
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_memory()
