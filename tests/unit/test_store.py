@@ -1,4 +1,4 @@
-"""The store conformance suite: the same behaviour from the in-memory twin and from SQLite."""
+"""The store conformance suite: the same behaviour from the in-memory twin, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import pg
 from vidqueue.errors import Conflict, LeaseLost, NotFound
 from vidqueue.store import Idempotency, MemoryStore, NewRequest, Status, Store
 from vidqueue.store.keys import hash_key, new_api_key
@@ -30,9 +31,25 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """One PostgreSQL database for the module, migrated once; each test empties it first."""
+    with pg.database() as url:
+        SqlStore.open(url).close()
+        yield url
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    s: Store = MemoryStore(clock) if request.param == "memory" else SqlStore.open(f"sqlite:///{tmp_path}/q.db", clock)
+    s: Store
+    if request.param == "memory":
+        s = MemoryStore(clock)
+    elif request.param == "sqlite":
+        s = SqlStore.open(f"sqlite:///{tmp_path}/q.db", clock)
+    else:
+        url = request.getfixturevalue("pg_url")
+        pg.truncate(url)
+        s = SqlStore.open(url, clock)
     yield s
     s.close()
 
@@ -347,3 +364,31 @@ def test_racing_submits_with_one_key_make_one_request(store: Store) -> None:
         t.join()
     assert len(got) == 8 and len(set(got)) == 1
     assert store.list("a").total == 1
+
+
+def test_fairness_ties_go_to_priority_then_age(store: Store) -> None:
+    for i, (org, prio) in enumerate([("a", 0), ("a", 0), ("b", 0), ("b", 5), ("c", 1)], start=1):
+        store.enqueue(_new(i, org=org, priority=prio))
+    # Nothing processing: every organisation ties, so priority decides (r4), then priority again (r5).
+    assert [store.claim("w", ["m"], 60).request_id for _ in range(2)] == ["r4", "r5"]  # type: ignore[union-attr]
+    # b and c now have one each processing, a none: a's oldest goes first, then a tie of one each → oldest.
+    assert [store.claim("w", ["m"], 60).request_id for _ in range(3)] == ["r1", "r2", "r3"]  # type: ignore[union-attr]
+
+
+def test_subscribers_hear_of_each_new_request(store: Store) -> None:
+    heard: list[str] = []
+    done = threading.Event()
+
+    def wake(model: str) -> None:
+        # "" means "some may have been missed" (a listener's reconnect); a model may be heard twice (in-process and
+        # by NOTIFY), which costs a worker one extra claim, never a request.
+        if model:
+            heard.append(model)
+            if {"x", "y"} <= set(heard):
+                done.set()
+
+    store.subscribe(wake)
+    store.enqueue(_new(1, model="x"))
+    store.enqueue(_new(2, model="y"))
+    assert done.wait(5), heard
+    assert set(heard) == {"x", "y"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from vidqueue.store.records import ApiKey, Idempotency, NewRequest, Page, QueueStats, Recovered, RequestRecord, Status
@@ -90,6 +90,14 @@ class Store(Protocol):
 
     def recover(self, max_attempts: int) -> builtins.list[Recovered]:
         """Requeue expired processing requests; fail those that used up their attempts; end cancelled ones."""
+        ...
+
+    def subscribe(self, wake: Callable[[str], None]) -> None:
+        """Call ``wake(model)`` when a request is queued, from any thread; "" when some may have been missed.
+
+        Within one process always; across processes where the store can tell (PostgreSQL's LISTEN/NOTIFY).
+        Workers still poll, so a store that cannot tell is only slower to start work.
+        """
         ...
 
     # -- workers -------------------------------------------------------------------------------------------

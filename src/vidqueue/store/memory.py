@@ -45,6 +45,7 @@ class MemoryStore:
         self._seq = 0
         self._workers: dict[str, tuple[builtins.list[str], float]] = {}
         self._keys_used: dict[tuple[str, str], tuple[str, float, str]] = {}  # (org, key) → fingerprint, time, id
+        self._wakers: builtins.list[Callable[[str], None]] = []
 
     # -- helpers -----------------------------------------------------------------------------------------
     def _queued_order(self) -> list[RequestRecord]:
@@ -97,6 +98,8 @@ class MemoryStore:
             )
             self._rows[row.request_id] = row
             out = copy.deepcopy(self._with_position(row))
+        for wake in self._wakers:
+            wake(new.model)
         log_transition(new.request_id, "new", Status.QUEUED, model=new.model, org=new.org_id)
         return out
 
@@ -351,6 +354,10 @@ class MemoryStore:
                     out.duration_sum[r.model] = out.duration_sum.get(r.model, 0.0) + r.finished_at - r.processing_at
                     out.duration_count[r.model] = out.duration_count.get(r.model, 0) + 1
         return out
+
+    def subscribe(self, wake: Callable[[str], None]) -> None:
+        """Call ``wake(model)`` when a request is queued."""
+        self._wakers.append(wake)
 
     def ping(self) -> None:
         """The in-memory store always answers."""

@@ -1,4 +1,4 @@
-"""The store on SQLAlchemy Core: SQLite (WAL) in the embedded default."""
+"""The store on SQLAlchemy Core: SQLite (WAL) in the embedded default, PostgreSQL when many machines share it."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import SQLAlchemyError as _SAError
 
 from vidqueue.errors import LeaseLost, NotFound, StoreUnavailable
-from vidqueue.store import migrate
+from vidqueue.store import migrate, postgres
 from vidqueue.store.records import (
     ApiKey,
     Idempotency,
@@ -77,7 +77,12 @@ def create_db_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("immediate") else "BEGIN")
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    # Pre-ping: a pooled connection that a database restart broke is replaced before use, not handed out.
+    return sa.create_engine(postgres.driver_url(url), pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+# What a dropped or refused connection raises: the store is unavailable for now, and callers retry.
+_DOWN = (OperationalError, InterfaceError)
 
 
 def _record(row: Row[Any] | Mapping[str, Any], position: int | None = None) -> RequestRecord:
@@ -208,6 +213,9 @@ class SqlStore:
         # threads of one process queue on a lock instead: a hand-off in microseconds.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
         self._fast = _FastSqlite(engine, self._write_lock) if engine.dialect.name == "sqlite" else None
+        self._is_pg = engine.dialect.name == "postgresql"
+        self._wakers: list[Callable[[str], None]] = []
+        self._listener: postgres.Listener | None = None
 
     @classmethod
     def open(cls, url: str, clock: Callable[[], float] = time.time, *, migrate_now: bool = True) -> SqlStore:
@@ -216,7 +224,7 @@ class SqlStore:
         if migrate_now:
             try:
                 migrate.upgrade(engine)
-            except OperationalError as exc:
+            except _DOWN as exc:
                 raise StoreUnavailable(f"Cannot open the store: {exc.orig}") from exc
         return cls(engine, clock)
 
@@ -231,7 +239,7 @@ class SqlStore:
                     return
                 with conn.begin():
                     yield conn
-        except OperationalError as exc:
+        except _DOWN as exc:
             raise StoreUnavailable(f"The store is unavailable: {exc.orig}") from exc
 
     @contextmanager
@@ -241,8 +249,24 @@ class SqlStore:
                 conn = conn.execution_options(immediate=True)
                 with conn.begin():
                     yield conn
-        except OperationalError as exc:
+        except _DOWN as exc:
             raise StoreUnavailable(f"The store is unavailable: {exc.orig}") from exc
+
+    def _notify(self, conn: Connection, model: str) -> None:
+        """Tell idle workers on other machines that a request for ``model`` is queued (sent at commit)."""
+        if self._is_pg:
+            conn.execute(postgres.NOTIFY, {"model": model})
+
+    def _wake_local(self, model: str) -> None:
+        for wake in self._wakers:
+            wake(model)
+
+    def subscribe(self, wake: Callable[[str], None]) -> None:
+        """Call ``wake(model)`` when a request is queued: by this process, or on PostgreSQL by any process."""
+        self._wakers.append(wake)
+        if self._is_pg and self._listener is None:
+            self._listener = postgres.Listener(self._engine.url.render_as_string(hide_password=False), self._wake_local)
+            self._listener.start()
 
     def _positions(self, rows: Sequence[Row[Any] | Mapping[str, Any]], *, refresh: bool = True) -> dict[str, int]:
         maps = [r._mapping if isinstance(r, Row) else r for r in rows]
@@ -304,6 +328,8 @@ class SqlStore:
         else:
             with self._write() as conn:
                 row = conn.execute(_INSERT, values).one()
+                self._notify(conn, new.model)
+        self._wake_local(new.model)
         log_transition(new.request_id, "new", Status.QUEUED, model=new.model, org=new.org_id)
         with self._order_lock:
             # Keep the snapshot current with this process's own submits between refreshes.
@@ -334,6 +360,7 @@ class SqlStore:
             if found is not None:  # expired, or its request was pruned: the key is free again
                 conn.execute(sa.delete(idempotency_keys).where(_K.org_id == org_id, _K.key == idem.key))
             row = conn.execute(_INSERT, values).one()
+            self._notify(conn, values["model"])
             conn.execute(
                 sa.insert(idempotency_keys).values(
                     org_id=org_id,
@@ -439,6 +466,8 @@ class SqlStore:
         if not models:
             return None
         now = self._clock()
+        if self._is_pg:
+            return self._claim_pg(worker_id, models, now + lease_s, now, limit)
         busy = (
             sa.select(sa.func.count())
             .select_from(requests.alias("p"))
@@ -476,6 +505,17 @@ class SqlStore:
                 )
                 .returning(*requests.c)
             ).one_or_none()
+        if row is None:
+            return None
+        log_transition(row.request_id, Status.QUEUED, Status.PROCESSING, worker=worker_id, attempt=row.attempts)
+        return _record(row)
+
+    def _claim_pg(
+        self, worker_id: str, models: Collection[str], expires: float, now: float, limit: int | None
+    ) -> RequestRecord | None:
+        params = {"models": list(models), "worker": worker_id, "expires": expires, "now": now, "limit": limit}
+        with self._write() as conn:
+            row = conn.execute(postgres.CLAIM if limit is None else postgres.CLAIM_CAPPED, params).one_or_none()
         if row is None:
             return None
         log_transition(row.request_id, Status.QUEUED, Status.PROCESSING, worker=worker_id, attempt=row.attempts)
@@ -573,6 +613,7 @@ class SqlStore:
                 progress=0,
                 updated_at=now,
             )
+            self._notify(conn, row.model)
         log_transition(request_id, Status.PROCESSING, Status.QUEUED, worker=worker_id, reason="released")
         return _record(row)
 
@@ -594,7 +635,7 @@ class SqlStore:
         done: builtins.list[Recovered] = []
         with self._write() as conn:
             rows = conn.execute(
-                sa.select(_R.request_id, _R.attempts, _R.cancel_requested_at, _R.lease_owner).where(
+                sa.select(_R.request_id, _R.model, _R.attempts, _R.cancel_requested_at, _R.lease_owner).where(
                     _R.status == Status.PROCESSING.value, _R.lease_expires_at < now
                 )
             ).all()
@@ -611,6 +652,8 @@ class SqlStore:
                 )
                 if updated.rowcount:
                     done.append(Recovered(r.request_id, new, r.attempts))
+                    if new is Status.QUEUED:
+                        self._notify(conn, r.model)
         for rec in done:
             log_transition(rec.request_id, Status.PROCESSING, rec.status, reason="lease expired", attempt=rec.attempts)
         return done
@@ -712,5 +755,8 @@ class SqlStore:
             raise StoreUnavailable(f"The store's schema is at {current}, not {migrate.head_revision()}.")
 
     def close(self) -> None:
-        """Release connections."""
+        """Release connections and stop listening."""
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         self._engine.dispose()

@@ -7,12 +7,32 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vidqueue.errors import LeaseLost, StoreUnavailable
 from vidqueue.store import Store
 
 log = logging.getLogger("vidqueue.worker")
+
+T = TypeVar("T")
+
+
+def through_outages(write: Callable[[], T], patience_s: float, *, sleep: Callable[[float], None] = time.sleep) -> T:
+    """Run a store write, retrying with backoff while the store is unavailable, for up to ``patience_s`` seconds.
+
+    A database restart takes seconds; a worker holding a finished video must not drop it for that.
+    """
+    deadline = time.monotonic() + patience_s
+    delay = 0.1
+    while True:
+        try:
+            return write()
+        except StoreUnavailable as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("store unavailable, retrying in %.1f s: %s", delay, exc)
+            sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 class RunContext:
@@ -91,7 +111,9 @@ class RunContext:
 
     def checkpoint(self, state: dict[str, Any]) -> None:
         """Persist state (an upstream task id, say) before waiting on it."""
-        self._store.checkpoint(self._request_id, self._worker_id, state)
+        # Retried through an outage: an upstream task was paid for, and only this checkpoint lets a later attempt
+        # find it. (A lost lease still raises LeaseLost here.)
+        through_outages(lambda: self._store.checkpoint(self._request_id, self._worker_id, state), self._lease_s)
         self._resume_state = state
 
     # -- heartbeats --------------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ from vidqueue.config import WorkerSettings
 from vidqueue.engines.base import AnyEngine, AsyncEngine, Engine, GeneratedMedia, Job
 from vidqueue.errors import JobCancelled, JobFailed, LeaseLost, NotFound, StoreUnavailable
 from vidqueue.media.storage import Storage
-from vidqueue.store import RequestRecord, Store
+from vidqueue.store import RequestRecord, Status, Store
 from vidqueue.worker.aio import LoopThread
-from vidqueue.worker.context import RunContext
+from vidqueue.worker.context import RunContext, through_outages
 
 log = logging.getLogger("vidqueue.worker")
 
@@ -76,6 +76,12 @@ class Worker:
             by_engine.setdefault(id(engine), (engine, set()))[1].add(model_id)
         self._lanes = [_Lane(engine, models) for engine, models in by_engine.values()]
         self._loop: LoopThread | None = None
+        store.subscribe(self._on_queued)
+
+    def _on_queued(self, model: str) -> None:
+        # "" is a listener that reconnected and may have missed some: look once.
+        if not model or model in self.engines:
+            self._wake.set()
 
     def setup(self) -> None:
         """Load every engine once (weights, clients); start the event loop if an engine is async."""
@@ -191,25 +197,53 @@ class Worker:
                 raise LeaseLost(rid) from None
             if self.stopping.is_set() and not ctx.cancel_requested:
                 # Shutting down: hand the request back at once instead of losing the attempt.
-                self.store.release(rid, wid)
+                self._write_ending(rid, Status.QUEUED, lambda: self.store.release(rid, wid))
             else:
-                self.store.finish_cancelled(rid, wid, exc.message)
+                message = exc.message
+                self._write_ending(rid, Status.CANCELLED, lambda: self.store.finish_cancelled(rid, wid, message))
             return
         except JobFailed as exc:
-            self.store.fail(rid, wid, exc.code, exc.message)
+            self._fail(rid, exc.code, exc.message)
             return
         except MemoryError:
-            self.store.fail(rid, wid, "out_of_memory", "The engine ran out of memory; try a shorter or smaller video.")
+            self._fail(rid, "out_of_memory", "The engine ran out of memory; try a shorter or smaller video.")
             return
         except Exception as exc:
             log.exception("request %s: engine error", rid)
-            message = f"The engine failed unexpectedly ({type(exc).__name__}); the failure was logged."
-            self.store.fail(rid, wid, "engine_error", message)
+            self._fail(rid, "engine_error", f"The engine failed unexpectedly ({type(exc).__name__}); it was logged.")
             return
         if ctx.lease_lost:
             raise LeaseLost(rid)
         outcome = self._store_media(record, media)
-        self.store.finish(rid, wid, outcome)
+        self._write_ending(rid, Status.SUCCESS, lambda: self.store.finish(rid, wid, outcome))
+
+    def _fail(self, rid: str, code: str, message: str) -> None:
+        self._write_ending(rid, Status.FAILED, lambda: self.store.fail(rid, self.worker_id, code, message))
+
+    def _write_ending(self, rid: str, status: Status, write: Callable[[], object]) -> None:
+        """Write a request's ending through store outages (up to a few leases long).
+
+        When the connection drops during the commit, the write may have landed: the retry then finds the row no
+        longer processing (LeaseLost), and reading it back tells whether it was this worker's own ending.
+        """
+        retried = False
+
+        def attempt() -> object:
+            nonlocal retried
+            try:
+                return write()
+            except StoreUnavailable:
+                retried = True
+                raise
+
+        try:
+            through_outages(attempt, 5 * self.settings.lease_s)
+        except LeaseLost:
+            if not retried:
+                raise
+            row = through_outages(lambda: self.store.get(rid), self.settings.lease_s)
+            if row is None or row.status is not status or row.qworker_id != self.worker_id:
+                raise
 
     def _generate(self, record: RequestRecord, ctx: RunContext) -> GeneratedMedia:
         engine = self.engines[record.model]

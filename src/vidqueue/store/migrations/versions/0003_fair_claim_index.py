@@ -1,0 +1,23 @@
+"""The index of the fair claim: queued rows by organisation, in claim order.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_requests_fair", "requests", ["status", "org_id", sa.text("priority DESC"), "seq"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_requests_fair", table_name="requests")
