@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
 
 BASE = "/api/v1/ie/requestqueue/apikey"
@@ -73,6 +75,7 @@ class Server:
     proc: subprocess.Popen[str] | None = None
     key: str | None = None
     output: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)  # more `vidqueue serve` flags
 
     @property
     def url(self) -> str:
@@ -92,6 +95,7 @@ class Server:
             str(self.data_dir),
             "--workers",
             str(self.workers),
+            *self.args,
         ]
         self.proc = subprocess.Popen(
             cmd,
@@ -161,6 +165,76 @@ class Server:
         out = run_cli("keys", "create", "--org", org, "--data-dir", str(self.data_dir))
         assert out.returncode == 0, out.stderr
         return out.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class WorkerProcess:
+    """A `vidqueue worker` subprocess: a worker alone, as on a machine of its own."""
+
+    data_dir: Path
+    env: dict[str, str]
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+
+    def start(self, timeout: float = 60) -> WorkerProcess:
+        """Start the worker and wait until it says it is ready."""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vidqueue", "worker", "--data-dir", str(self.data_dir), *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**{k: v for k, v in os.environ.items() if k not in UPSTREAM_KEYS}, **self.env},
+            start_new_session=True,
+        )
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.output.append(line)
+                if " ready for " in line:
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("worker did not start:\n" + "".join(self.output))
+        return self
+
+    @property
+    def worker_id(self) -> str:
+        """The id the worker claims under (as `worker_id_for` makes it)."""
+        from vidqueue.worker.supervisor import worker_id_for
+
+        assert self.proc is not None
+        return worker_id_for(self.proc.pid)
+
+    def kill(self) -> None:
+        """SIGKILL the worker, as a machine that dies would."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        """Stop the worker (SIGTERM; SIGKILL if it lingers)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def decode_video(data: bytes) -> tuple[int, int, int]:
+    """Decode an MP4 fully: (frames, width, height)."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return frames, stream.codec_context.width, stream.codec_context.height
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from pathlib import Path
 from vidqueue.catalog import DEFAULT_MODELS, Catalog, ModelSpec, local_model, local_spec
 from vidqueue.config import Settings
 from vidqueue.errors import ConfigError
-from vidqueue.media.storage import LocalStorage
+from vidqueue.media.storage import LocalStorage, Storage
 from vidqueue.store import Store, open_store
 
 
@@ -43,10 +43,44 @@ def media_secret(settings: Settings) -> bytes:
     return path.read_bytes().strip()
 
 
-def open_storage(settings: Settings) -> LocalStorage:
-    """Media storage: a folder in the data dir, served by the API with signed URLs."""
-    root = prepare_data_dir(settings)
-    return LocalStorage(root / "media", settings.base_url, media_secret(settings))
+def open_storage(settings: Settings) -> Storage:
+    """Media storage: an S3 bucket for ``s3://`` (checked now), else a folder the API serves with signed URLs."""
+    where = settings.storage
+    if where is not None and _is_s3(where):
+        from vidqueue.media.s3 import S3Storage
+
+        try:
+            s3 = S3Storage.from_url(
+                where, endpoint_url=settings.s3_endpoint_url, public_endpoint_url=settings.s3_public_endpoint_url
+            )
+        except ValueError as exc:
+            raise ConfigError(f"storage {where!r}: {exc}") from exc
+        s3.check()
+        return s3
+    prepare_data_dir(settings)
+    return LocalStorage(_media_folder(settings), settings.base_url, media_secret(settings))
+
+
+def _is_s3(where: str) -> bool:
+    return where.startswith("s3:")
+
+
+def _media_folder(settings: Settings) -> Path:
+    return Path(settings.storage).expanduser().resolve() if settings.storage else settings.data_dir.resolve() / "media"
+
+
+def describe_storage(settings: Settings) -> str:
+    """Where media live, for logs."""
+    if settings.storage and _is_s3(settings.storage):
+        return f"{settings.storage} at {settings.s3_endpoint_url or 'AWS'}"
+    return str(_media_folder(settings))
+
+
+def describe_store(settings: Settings) -> str:
+    """The store's URL without its password, for logs."""
+    import sqlalchemy as sa
+
+    return sa.make_url(settings.db_url).render_as_string(hide_password=True)
 
 
 def store_for(settings: Settings) -> Store:

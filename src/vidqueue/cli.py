@@ -15,7 +15,7 @@ from rich.table import Table
 
 from vidqueue.cli_client import register as register_client_commands
 from vidqueue.config import Settings, load_settings
-from vidqueue.errors import ConfigError, StoreUnavailable
+from vidqueue.errors import ConfigError, StoreUnavailable, Unavailable
 from vidqueue.store import Store
 
 app = typer.Typer(
@@ -46,6 +46,17 @@ DatabaseOpt = Annotated[
         "--database-url",
         envvar="VIDQUEUE_DATABASE_URL",
         help="A database URL; default: SQLite in the data dir.",
+        show_default=False,
+    ),
+]
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        envvar="VIDQUEUE_STORAGE",
+        help="Where media live: s3://bucket/prefix (AWS credentials from the standard variables; "
+        "VIDQUEUE_S3_ENDPOINT_URL for MinIO, Ceph, R2) or a folder; default: the data dir.",
         show_default=False,
     ),
 ]
@@ -90,18 +101,21 @@ def serve(
     ] = None,
     config: ConfigOpt = None,
     database_url: DatabaseOpt = None,
+    storage: StorageOpt = None,
 ) -> None:
     """Run the API and its worker processes (SQLite and local files by default)."""
     import uvicorn
 
     from vidqueue.api import create_app
-    from vidqueue.bootstrap import catalog_for, open_storage
+    from vidqueue.bootstrap import catalog_for, describe_storage, describe_store, open_storage
     from vidqueue.logs import setup_logging
     from vidqueue.store.keys import new_api_key
     from vidqueue.worker.engines import build_engines, describe_routes
     from vidqueue.worker.supervisor import Supervisor
 
-    settings = _settings(config, host=host, port=port, data_dir=data_dir, workers=workers, database_url=database_url)
+    settings = _settings(
+        config, host=host, port=port, data_dir=data_dir, workers=workers, database_url=database_url, storage=storage
+    )
     setup_logging(settings.log_level)
     try:
         catalog = catalog_for(settings)
@@ -122,12 +136,19 @@ def serve(
         )
     for line in describe_routes(settings, catalog):
         log.info("model %s", line)
-    storage = open_storage(settings)
-    api = create_app(settings, store, storage, catalog)
+    try:
+        media = open_storage(settings)
+    except (ConfigError, Unavailable) as exc:
+        fail(exc.message, 2)
+    api = create_app(settings, store, media, catalog)
     supervisor = Supervisor(settings, store, settings.workers)
     supervisor.start()
     log.info(
-        "serving on %s (data dir %s, %d workers)", settings.base_url, settings.data_dir.resolve(), settings.workers
+        "serving on %s (store %s, media %s, %d workers)",
+        settings.base_url,
+        describe_store(settings),
+        describe_storage(settings),
+        settings.workers,
     )
     # uvicorn re-raises the signal that stopped it once it has shut down; with the default action that kills this
     # process before the workers are stopped. This handler takes that re-raised signal, so the cleanup runs.
@@ -150,6 +171,7 @@ def worker(
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     database_url: DatabaseOpt = None,
+    storage: StorageOpt = None,
     engine: Annotated[
         list[str] | None,
         typer.Option(
@@ -180,12 +202,13 @@ def worker(
         config,
         data_dir=data_dir,
         database_url=database_url,
+        storage=storage,
         **{"worker.engines": engine or None, "engines.diffusers.device": device},
     )
     setup_logging(settings.log_level)
     try:
         run_worker(settings)
-    except (ConfigError, StoreUnavailable) as exc:
+    except (ConfigError, Unavailable) as exc:
         fail(exc.message)
 
 

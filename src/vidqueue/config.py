@@ -28,6 +28,7 @@ class EmulatorSettings(_Section):
 
     latency_s: float = Field(0.0, ge=0, le=3600)
     failure_rate: float = Field(0.0, ge=0, le=1)
+    journal: Path | None = None  # a file that gets one JSON line per generation start and end (an audit)
 
 
 class UpstreamSettings(_Section):
@@ -143,6 +144,11 @@ class Settings(_Section):
     data_dir: Path = Path("./vidqueue-data")
     workers: int = Field(2, ge=0, le=256)
     database_url: str | None = None
+    # Where media live: "s3://bucket/prefix" for S3-compatible storage shared by every machine, or a folder;
+    # default: the data dir's media folder, served by the API itself.
+    storage: str | None = None
+    s3_endpoint_url: str | None = None  # an S3-compatible server (MinIO, Ceph, R2); default: AWS
+    s3_public_endpoint_url: str | None = None  # where clients reach it, when not where the workers do
     public_url: str | None = None
     media_url_ttl_s: int = Field(24 * 3600, gt=0)
     allow_private_urls: bool = False
@@ -198,6 +204,9 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "DATA_DIR": ("data_dir",),
     "WORKERS": ("workers",),
     "DATABASE_URL": ("database_url",),
+    "STORAGE": ("storage",),
+    "S3_ENDPOINT_URL": ("s3_endpoint_url",),
+    "S3_PUBLIC_ENDPOINT_URL": ("s3_public_endpoint_url",),
     "PUBLIC_URL": ("public_url",),
     "MEDIA_URL_TTL_S": ("media_url_ttl_s",),
     "ALLOW_PRIVATE_URLS": ("allow_private_urls",),
@@ -205,6 +214,7 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "LOG_LEVEL": ("log_level",),
     "EMULATOR_LATENCY_S": ("engines", "emulator", "latency_s"),
     "EMULATOR_FAILURE_RATE": ("engines", "emulator", "failure_rate"),
+    "EMULATOR_JOURNAL": ("engines", "emulator", "journal"),
     "LEASE_S": ("worker", "lease_s"),
     "HEARTBEAT_S": ("worker", "heartbeat_s"),
     "POLL_INTERVAL_S": ("worker", "poll_interval_s"),

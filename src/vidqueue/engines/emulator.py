@@ -4,7 +4,8 @@ It renders a real H.264 MP4 (24 fps, exactly 24 frames per second of ``duration`
 or the input image asks for, with the prompt as a caption and a visible "EMULATED" label, so clients can be
 built and tested without paying for generation. The same model and payload always give the same bytes.
 ``latency_s`` stretches a run to look like real work and ``failure_rate`` fails a share of requests, chosen by
-request id so the choice is stable across retries and processes.
+request id so the choice is stable across retries and processes. ``journal`` names a file that gets a line at the
+start and the end of every generation, to audit that each request was generated once.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import hashlib
 import io
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +57,7 @@ class EmulatorEngine:
         threads: int = 1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        journal: Path | None = None,
     ) -> None:
         if latency_s < 0:
             raise ValueError("latency_s must be 0 or more")
@@ -69,6 +73,7 @@ class EmulatorEngine:
         self.threads = threads
         self._clock = clock
         self._sleep = sleep
+        self.journal = journal
 
     def models(self) -> set[str]:
         """Model ids this engine serves."""
@@ -81,6 +86,7 @@ class EmulatorEngine:
     def generate(self, job: Job, ctx: JobContext) -> GeneratedMedia:
         """Render, encode and thumbnail a synthetic clip for ``job``."""
         started = self._clock()
+        self._note("start", job)
         ctx.progress(0.0)
         self._check_cancel(ctx)
         payload = job.payload
@@ -138,12 +144,27 @@ class EmulatorEngine:
         report(_RENDER_SHARE)
         thumbnail = write_frame_thumbnail(thumb[0], ctx.workdir / "thumbnail.jpg")
         report(1.0)
+        self._note("done", job)
         return GeneratedMedia(
             videos=[video],
             info=info,
             thumbnail=thumbnail,
             extra={"seed": seed, "emulated": True, "render_s": round(self._clock() - started, 3)},
         )
+
+    def _note(self, event: str, job: Job) -> None:
+        """Append one line to the journal: an audit of every generation, across worker processes and machines."""
+        if self.journal is None:
+            return
+        line = json.dumps(
+            {"event": event, "request_id": job.request_id, "attempt": job.attempt, "pid": os.getpid(), "t": time.time()}
+        )
+        # One write of one short line to an O_APPEND file: lines from concurrent workers never interleave.
+        fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
 
     def fails(self, request_id: str) -> bool:
         """Whether ``failure_rate`` picks this request to fail (a stable choice by request id)."""

@@ -38,7 +38,7 @@ def build_engines(
         engine: AnyEngine
         if kind == "emulator":
             emu = settings.engines.emulator
-            engine = EmulatorEngine(models, latency_s=emu.latency_s, failure_rate=emu.failure_rate)
+            engine = EmulatorEngine(models, latency_s=emu.latency_s, failure_rate=emu.failure_rate, journal=emu.journal)
         elif kind == "kling":
             if not (creds.kling_access_key and creds.kling_secret_key):
                 raise ConfigError(

@@ -14,7 +14,7 @@ from types import FrameType
 
 from vidqueue.bootstrap import catalog_for, open_storage, prepare_data_dir, store_for
 from vidqueue.config import Settings, load_settings
-from vidqueue.errors import ConfigError, StoreUnavailable
+from vidqueue.errors import ConfigError, Unavailable
 from vidqueue.logs import setup_logging
 from vidqueue.worker.engines import build_engines
 from vidqueue.worker.loop import Worker
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(settings.log_level)
     try:
         run_worker(settings, supervised=raw is not None)
-    except (ConfigError, StoreUnavailable) as exc:
+    except (ConfigError, Unavailable) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         sys.exit(2)
 
