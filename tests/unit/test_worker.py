@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from vidqueue.config import WorkerSettings
 from vidqueue.engines.base import GeneratedMedia, Job, JobContext
-from vidqueue.errors import JobCancelled, JobFailed
+from vidqueue.errors import JobCancelled, JobFailed, StoreUnavailable
 from vidqueue.media.storage import LocalStorage
 from vidqueue.media.types import VideoInfo
-from vidqueue.store import MemoryStore, NewRequest, Status
+from vidqueue.store import MemoryStore, NewRequest, RequestRecord, Status
 from vidqueue.worker.loop import Worker
 
 INFO = VideoInfo(duration=1.0, width=2, height=2, fps=24, frames=24, codec="h264", bytes=4)
@@ -170,3 +171,62 @@ def test_job_sees_its_attempt_number(tmp_path: Path) -> None:
     _enqueue(store)
     worker.run_once()
     assert engine.jobs[0].attempt == 1
+
+
+class FlakyStore(MemoryStore):
+    """A store whose `finish` fails the first ``outages`` times: before writing, or (``lost_reply``) after it."""
+
+    def __init__(self, outages: int, *, lost_reply: bool = False) -> None:
+        super().__init__()
+        self.outages = outages
+        self.lost_reply = lost_reply
+        self.finish_calls = 0
+
+    def finish(self, request_id: str, worker_id: str, outcome: dict[str, Any]) -> RequestRecord:
+        self.finish_calls += 1
+        if self.outages > 0:
+            self.outages -= 1
+            if self.lost_reply:
+                super().finish(request_id, worker_id, outcome)  # committed, but the answer never came back
+            raise StoreUnavailable("The store is unavailable: server closed the connection unexpectedly")
+        return super().finish(request_id, worker_id, outcome)
+
+
+def test_an_ending_is_written_through_a_store_outage(tmp_path: Path) -> None:
+    store = FlakyStore(outages=3)
+    worker, _ = _worker(tmp_path, Engine(), store)
+    _enqueue(store)
+    worker.run_once()
+    row = store.get("r1")
+    assert row is not None and row.status is Status.SUCCESS
+    assert store.finish_calls == 4
+
+
+def test_an_ending_whose_commit_answer_was_lost_is_not_written_twice_or_dropped(tmp_path: Path) -> None:
+    store = FlakyStore(outages=1, lost_reply=True)
+    worker, _ = _worker(tmp_path, Engine(), store)
+    _enqueue(store)
+    worker.run_once()  # the retry meets LeaseLost (the row already ended) and reads back its own ending
+    row = store.get("r1")
+    assert row is not None and row.status is Status.SUCCESS and row.qworker_id == "w1"
+    assert store.finish_calls == 2
+
+
+def test_store_wake_ups_start_a_claim_without_waiting_out_the_poll(tmp_path: Path) -> None:
+    store = MemoryStore()
+    engine = Engine()
+    storage = LocalStorage(tmp_path / "media", "http://127.0.0.1:1", b"k" * 32)
+    settings = WorkerSettings(poll_interval_s=30, heartbeat_s=0.05, progress_interval_s=0)
+    worker = Worker(store, {"m": engine}, storage, settings, "w1", workdir=tmp_path / "work")  # type: ignore[dict-item]
+    worker.setup()
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        time.sleep(0.2)  # the worker is idle, waiting out a 30 s poll
+        sent = time.monotonic()
+        _enqueue(store)
+        assert engine.started.wait(5)
+        assert time.monotonic() - sent < 2.0  # woken by the store, not by the 30 s poll
+    finally:
+        worker.stopping.set()
+        thread.join(10)
