@@ -81,6 +81,37 @@ def test_default_database_is_sqlite_inside_the_data_dir(tmp_path: Path) -> None:
     assert given.db_url == "postgresql://db/vq"
 
 
+def test_storage_and_s3_endpoints_come_from_the_environment(tmp_path: Path) -> None:
+    from vidqueue.bootstrap import describe_storage, describe_store
+
+    s = load_settings(
+        env={
+            "VIDQUEUE_STORAGE": "s3://media/vq/",
+            "VIDQUEUE_S3_ENDPOINT_URL": "http://minio:9000",
+            "VIDQUEUE_S3_PUBLIC_ENDPOINT_URL": "https://media.example.com",
+            "VIDQUEUE_DATABASE_URL": "postgresql://vq:secret@db:5432/vq",
+        }
+    )
+    assert (s.storage, s.s3_endpoint_url, s.s3_public_endpoint_url) == (
+        "s3://media/vq/",
+        "http://minio:9000",
+        "https://media.example.com",
+    )
+    assert describe_storage(s) == "s3://media/vq/ at http://minio:9000"
+    assert describe_store(s) == "postgresql://vq:***@db:5432/vq"  # logs never show the password
+    local = load_settings(env={"VIDQUEUE_DATA_DIR": str(tmp_path / "d")})
+    assert local.storage is None and describe_storage(local) == str((tmp_path / "d" / "media").resolve())
+
+
+def test_postgres_urls_get_the_psycopg_driver() -> None:
+    from vidqueue.store.postgres import driver_url, libpq_url
+
+    assert driver_url("postgresql://u:p@h:5/db?sslmode=require") == "postgresql+psycopg://u:p@h:5/db?sslmode=require"
+    assert driver_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert driver_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert libpq_url("postgresql+psycopg://u:p@h/db") == "postgresql://u:p@h/db"
+
+
 def test_real_environment_is_read_when_no_env_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VIDQUEUE_PORT", "8765")
     assert load_settings().port == 8765
