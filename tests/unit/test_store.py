@@ -130,6 +130,29 @@ def test_claim_with_a_limit_stops_while_that_many_of_its_models_are_processing(s
     assert third is not None and third.request_id == "r2"
 
 
+def test_concurrent_capped_claims_never_pass_the_limit(store: Store) -> None:
+    for i in range(20):
+        store.enqueue(_new(i))
+    barrier = threading.Barrier(8)
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def claimer(w: str) -> None:
+        barrier.wait()  # all at the same instant
+        for _ in range(3):
+            row = store.claim(w, ["m"], 60, limit=3)
+            if row is not None:
+                with lock:
+                    claimed.append(row.request_id)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == 3 == len(set(claimed))
+
+
 def test_claim_with_a_limit_claims_again_once_one_ends(store: Store) -> None:
     for i in range(4):
         store.enqueue(_new(i))

@@ -55,6 +55,8 @@ _CAP = "WHERE (SELECT count(*) FROM requests p WHERE p.status = 'processing' AND
 CLAIM = sa.text(_CLAIM.format(cap=""))
 CLAIM_CAPPED = sa.text(_CLAIM.format(cap=_CAP))
 NOTIFY = sa.text(f"SELECT pg_notify('{CHANNEL}', :model)")
+# Capped claims of one set of models (an upstream's lane) take turns, so the in-flight count they check is exact.
+CAP_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext('vidqueue-cap:' || :lane))")
 
 
 def driver_url(url: str) -> str:

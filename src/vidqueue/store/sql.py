@@ -459,9 +459,9 @@ class SqlStore:
     ) -> RequestRecord | None:
         """Take the next claimable request: fewest processing in its organisation, then priority, then age.
 
-        With ``limit``, only while fewer than ``limit`` requests for these models are processing. SQLite runs one
-        writer at a time, so the count is exact there; on PostgreSQL two claims at the same instant may both pass
-        it, and an upstream answers the one over its limit with a rate-limit error, which the engine retries.
+        With ``limit``, only while fewer than ``limit`` requests for these models are processing. The count is
+        exact: SQLite runs one writer at a time, and on PostgreSQL capped claims of the same models take turns on
+        an advisory lock (uncapped claims never wait).
         """
         if not models:
             return None
@@ -515,6 +515,9 @@ class SqlStore:
     ) -> RequestRecord | None:
         params = {"models": list(models), "worker": worker_id, "expires": expires, "now": now, "limit": limit}
         with self._write() as conn:
+            if limit is not None:
+                # Taken before the claim statement, so its snapshot already sees the previous holder's claim.
+                conn.execute(postgres.CAP_LOCK, {"lane": "\x1f".join(sorted(models))})
             row = conn.execute(postgres.CLAIM if limit is None else postgres.CLAIM_CAPPED, params).one_or_none()
         if row is None:
             return None
