@@ -438,6 +438,8 @@ def throughput(system: System, jobs: int, workers: int, logdir: Path) -> dict[st
     insert_s = time.perf_counter() - t
     timeout = max(120.0, jobs / 20)
     with consumers(system.consumer_argv(report=False), workers, logdir) as group:
+        pids = [p.pid for p in group.procs]
+        cpu0, busy0 = _cpu_of(pids), _machine_busy()
         t0 = time.perf_counter()
         group.go()
         while True:
@@ -445,6 +447,7 @@ def throughput(system: System, jobs: int, workers: int, logdir: Path) -> dict[st
             n = system.done()
             if n >= jobs:
                 elapsed = time.perf_counter() - t0
+                cpu1, busy1 = _cpu_of(pids), _machine_busy()
                 break
             if system.failed():
                 raise RuntimeError(f"{system.name}: {system.failed()} jobs failed{group.tails()}")
@@ -452,7 +455,38 @@ def throughput(system: System, jobs: int, workers: int, logdir: Path) -> dict[st
                 raise RuntimeError(f"{system.name}: only {n} of {jobs} done after {timeout:g} s{group.tails()}")
             group.check_alive()
     system.reset()
-    return {"jobs_s": round(jobs / elapsed, 1), "seconds": round(elapsed, 3), "insert_s": round(insert_s, 2)}
+    result: dict[str, Any] = {"jobs_s": round(jobs / elapsed, 1), "seconds": round(elapsed, 3)}
+    if None not in (cpu0, cpu1, busy0, busy1):
+        assert cpu0 is not None and cpu1 is not None and busy0 is not None and busy1 is not None
+        # CPU time per job while the clock ran: the consumer processes, and the whole machine (consumers, the
+        # database server, this process's polling, and anything else running).
+        result["cpu_ms_per_job"] = {
+            "consumers": round((cpu1 - cpu0) * 1000 / jobs, 3),
+            "machine": round((busy1 - busy0) * 1000 / jobs, 3),
+        }
+    result["insert_s"] = round(insert_s, 2)
+    return result
+
+
+def _cpu_of(pids: list[int]) -> float | None:
+    """User + system CPU seconds of these processes (all their threads) so far; None where /proc is missing."""
+    total = 0.0
+    try:
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+def _machine_busy() -> float | None:
+    """CPU seconds all cores spent busy since boot (everything but idle and iowait); None without /proc."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def latency(system: System, samples: int, logdir: Path) -> dict[str, Any]:
@@ -553,8 +587,21 @@ def machine(pg_url: str, load: tuple[float, float, float]) -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "pgqueuer": pgqueuer.__version__,
         "vidqueue": getattr(vidqueue, "__version__", None),
+        "vidqueue_commit": _git_commit(),
         "load_avg_at_start": [round(x, 2) for x in load],  # 1/5/15 min: anything else running skews the numbers
     }
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit, with "+dirty" when src/ has changes; None outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=HERE.parent, capture_output=True)
+    except OSError:
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def pgqueuer_defaults() -> dict[str, Any]:
@@ -620,6 +667,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tp["ratio_vs_pgqueuer"] = round(tp["vidqueue_pg"] / tp["pgqueuer"], 3)
     tp["ratio_vs_pgqueuer_batch1"] = round(tp["vidqueue_pg"] / tp["pgqueuer_batch1"], 3)
     tp["ratio_sqlite_vs_pgqueuer"] = round(tp["vidqueue_sqlite"] / tp["pgqueuer"], 3)
+    if all("cpu_ms_per_job" in r[name] for r in rounds for name in SYSTEMS):
+        tp["cpu_ms_per_job"] = {
+            name: {
+                part: round(statistics.median(r[name]["cpu_ms_per_job"][part] for r in rounds), 3)
+                for part in ("consumers", "machine")
+            }
+            for name in SYSTEMS
+        }
     tp["rounds"] = rounds
     command = "python bench/queue.py" + (" --quick" if args.quick else "")
     command += f" --jobs {args.jobs} --workers {args.workers} --latency-samples {args.latency_samples}"
@@ -654,6 +709,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             },
             "analyze": "ANALYZE of the queue table after the bulk insert, for both systems",
             "latency": "one idle consumer, empty queue, inserts 20-50 ms apart; handler start minus insert call",
+            "latency_sqlite": "SQLite cannot wake a worker in another process: it finds work by polling every "
+            f"poll_interval_s ({WorkerSettings().poll_interval_s:g} s). A job's end restarts that wait, so an "
+            "insert 20-50 ms after the previous job waits most of an interval",
         },
         "throughput": tp,
         "latency_ms": lat,

@@ -64,6 +64,18 @@ def run_cli(
     )
 
 
+def stop_process(proc: subprocess.Popen[str] | None, timeout: float = 20) -> None:
+    """SIGTERM a process started in its own session; SIGKILL its whole group if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @dataclass
 class Server:
     """A `vidqueue serve` subprocess."""
@@ -140,14 +152,7 @@ class Server:
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL of the group)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_process(self.proc)
 
     def kill(self) -> None:
         """SIGKILL the server and every process in its group (workers too)."""
@@ -219,14 +224,7 @@ class WorkerProcess:
 
     def stop(self) -> None:
         """Stop the worker (SIGTERM; SIGKILL if it lingers)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def decode_video(data: bytes) -> tuple[int, int, int]:
