@@ -1,4 +1,4 @@
-"""What only PostgreSQL does for the store: the driver URL, the fair SKIP LOCKED claim, and LISTEN/NOTIFY wake-ups."""
+"""What only PostgreSQL does for the store: the driver URL and LISTEN/NOTIFY wake-ups."""
 
 from __future__ import annotations
 
@@ -13,50 +13,7 @@ log = logging.getLogger("vidqueue.store")
 #: The channel a submit (or a requeue) notifies, with the model id as payload.
 CHANNEL = "vidqueue_queued"
 
-# One claim, fair across organisations, in one statement:
-# - `orgs` lists the organisations with queued rows by a loose index scan (one index probe per organisation,
-#   however long its queue);
-# - for each, the lateral subquery locks its first claimable row (priority, then age), skipping rows another
-#   claim holds, so concurrent claims never wait on each other;
-# - the organisation with the fewest requests processing wins, then priority, then age.
-_CLAIM = """
-WITH RECURSIVE orgs(org_id) AS (
-    (SELECT org_id FROM requests WHERE status = 'queued' ORDER BY org_id LIMIT 1)
-  UNION ALL
-    SELECT (SELECT r.org_id FROM requests r
-            WHERE r.status = 'queued' AND r.org_id > orgs.org_id ORDER BY r.org_id LIMIT 1)
-    FROM orgs WHERE orgs.org_id IS NOT NULL
-),
-busy AS (
-    SELECT org_id, count(*) AS n FROM requests WHERE status = 'processing' GROUP BY org_id
-),
-pick AS (
-    SELECT c.request_id FROM orgs
-    CROSS JOIN LATERAL (
-        SELECT q.request_id, q.priority, q.seq FROM requests q
-        WHERE q.status = 'queued' AND q.org_id = orgs.org_id AND q.model = ANY(:models)
-        ORDER BY q.priority DESC, q.seq
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED
-    ) c
-    LEFT JOIN busy ON busy.org_id = orgs.org_id
-    {cap}
-    ORDER BY coalesce(busy.n, 0), c.priority DESC, c.seq
-    LIMIT 1
-)
-UPDATE requests SET
-    status = 'processing', lease_owner = :worker, qworker_id = :worker, lease_expires_at = :expires,
-    attempts = requests.attempts + 1, processing_at = :now, updated_at = :now, progress = 0
-FROM pick
-WHERE requests.request_id = pick.request_id AND requests.status = 'queued'
-RETURNING requests.*
-"""
-_CAP = "WHERE (SELECT count(*) FROM requests p WHERE p.status = 'processing' AND p.model = ANY(:models)) < :limit"
-CLAIM = sa.text(_CLAIM.format(cap=""))
-CLAIM_CAPPED = sa.text(_CLAIM.format(cap=_CAP))
 NOTIFY = sa.text(f"SELECT pg_notify('{CHANNEL}', :model)")
-# Capped claims of one set of models (an upstream's lane) take turns, so the in-flight count they check is exact.
-CAP_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext('vidqueue-cap:' || :lane))")
 
 
 def driver_url(url: str) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import SQLAlchemyError as _SAError
 
 from vidqueue.errors import LeaseLost, NotFound, StoreUnavailable
-from vidqueue.store import migrate, postgres
+from vidqueue.store import claims, migrate, postgres
 from vidqueue.store.records import (
     ApiKey,
     Idempotency,
@@ -243,9 +243,17 @@ class SqlStore:
             raise StoreUnavailable(f"The store is unavailable: {exc.orig}") from exc
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, *, single: bool = False) -> Iterator[Connection]:
+        """A write transaction; ``single`` for one statement (and a NOTIFY after it), run in autocommit on PostgreSQL.
+
+        A single statement is atomic on its own: autocommit saves the BEGIN and COMMIT round trips, half of the
+        hot writes' cost (claim, heartbeat, progress, finish).
+        """
         try:
             with self._write_lock, self._engine.connect() as conn:
+                if single and self._is_pg:
+                    yield conn.execution_options(isolation_level="AUTOCOMMIT")
+                    return
                 conn = conn.execution_options(immediate=True)
                 with conn.begin():
                     yield conn
@@ -253,7 +261,7 @@ class SqlStore:
             raise StoreUnavailable(f"The store is unavailable: {exc.orig}") from exc
 
     def _notify(self, conn: Connection, model: str) -> None:
-        """Tell idle workers on other machines that a request for ``model`` is queued (sent at commit)."""
+        """Tell idle workers on other machines that a request for ``model`` is queued (sent at commit, or at once)."""
         if self._is_pg:
             conn.execute(postgres.NOTIFY, {"model": model})
 
@@ -326,7 +334,7 @@ class SqlStore:
         elif self._fast is not None:
             row = self._fast.insert(values)
         else:
-            with self._write() as conn:
+            with self._write(single=True) as conn:
                 row = conn.execute(_INSERT, values).one()
                 self._notify(conn, new.model)
         self._wake_local(new.model)
@@ -466,59 +474,13 @@ class SqlStore:
         if not models:
             return None
         now = self._clock()
-        if self._is_pg:
-            return self._claim_pg(worker_id, models, now + lease_s, now, limit)
-        busy = (
-            sa.select(sa.func.count())
-            .select_from(requests.alias("p"))
-            .where(sa.text("p.status = 'processing'"), sa.text("p.org_id = requests.org_id"))
-            .scalar_subquery()
-        )
-        pick = (
-            sa.select(_R.request_id)
-            .where(_R.status == Status.QUEUED.value, _R.model.in_(list(models)))
-            .order_by(busy, _R.priority.desc(), _R.seq)
-            .limit(1)
-        )
-        if limit is not None:
-            running = requests.alias("r")
-            in_flight = (
-                sa.select(sa.func.count())
-                .select_from(running)
-                .where(running.c.status == Status.PROCESSING.value, running.c.model.in_(list(models)))
-                .scalar_subquery()
-            )
-            pick = pick.where(in_flight < limit)
-        with self._write() as conn:
-            row = conn.execute(
-                sa.update(requests)
-                .where(_R.request_id == pick.scalar_subquery(), _R.status == Status.QUEUED.value)
-                .values(
-                    status=Status.PROCESSING.value,
-                    lease_owner=worker_id,
-                    qworker_id=worker_id,
-                    lease_expires_at=now + lease_s,
-                    attempts=_R.attempts + 1,
-                    processing_at=now,
-                    updated_at=now,
-                    progress=0,
-                )
-                .returning(*requests.c)
-            ).one_or_none()
-        if row is None:
-            return None
-        log_transition(row.request_id, Status.QUEUED, Status.PROCESSING, worker=worker_id, attempt=row.attempts)
-        return _record(row)
-
-    def _claim_pg(
-        self, worker_id: str, models: Collection[str], expires: float, now: float, limit: int | None
-    ) -> RequestRecord | None:
-        params = {"models": list(models), "worker": worker_id, "expires": expires, "now": now, "limit": limit}
-        with self._write() as conn:
-            if limit is not None:
+        params = {"models": list(models), "worker": worker_id, "expires": now + lease_s, "now": now, "limit": limit}
+        statement = claims.claim_statement(self._engine.dialect.name, capped=limit is not None)
+        with self._write(single=limit is None) as conn:
+            if limit is not None and self._is_pg:
                 # Taken before the claim statement, so its snapshot already sees the previous holder's claim.
-                conn.execute(postgres.CAP_LOCK, {"lane": "\x1f".join(sorted(models))})
-            row = conn.execute(postgres.CLAIM if limit is None else postgres.CLAIM_CAPPED, params).one_or_none()
+                conn.execute(claims.CAP_LOCK, {"lane": "\x1f".join(sorted(models))})
+            row = conn.execute(statement, params).one_or_none()
         if row is None:
             return None
         log_transition(row.request_id, Status.QUEUED, Status.PROCESSING, worker=worker_id, attempt=row.attempts)
@@ -542,7 +504,7 @@ class SqlStore:
     def heartbeat(self, request_id: str, worker_id: str, lease_s: float) -> bool:
         """Extend the lease; answer whether a cancel was requested."""
         now = self._clock()
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             row = self._fenced(conn, request_id, worker_id, lease_expires_at=now + lease_s)
         return row.cancel_requested_at is not None
 
@@ -550,7 +512,7 @@ class SqlStore:
         """Record progress (0-100) and extend the lease; answer whether a cancel was requested."""
         now = self._clock()
         progress = max(0, min(100, int(progress)))
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             row = self._fenced(
                 conn,
                 request_id,
@@ -569,12 +531,12 @@ class SqlStore:
 
     def checkpoint(self, request_id: str, worker_id: str, state: dict[str, Any]) -> None:
         """Persist engine state (an upstream task id) for a later attempt."""
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             self._fenced(conn, request_id, worker_id, engine_state=state, updated_at=self._clock())
 
     def _end(self, request_id: str, worker_id: str, status: Status, **values: Any) -> RequestRecord:
         now = self._clock()
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             row = self._fenced(
                 conn,
                 request_id,
@@ -604,7 +566,7 @@ class SqlStore:
     def release(self, request_id: str, worker_id: str) -> RequestRecord:
         """Give a processing request back to the queue without counting the attempt."""
         now = self._clock()
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             row = self._fenced(
                 conn,
                 request_id,

@@ -1,4 +1,4 @@
-"""The index of the fair claim: queued rows by organisation, in claim order.
+"""The index of the fair claim: queued rows only, by organisation, in claim order.
 
 Revision ID: 0003
 Revises: 0002
@@ -16,8 +16,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_requests_fair", "requests", ["status", "org_id", sa.text("priority DESC"), "seq"])
+    queued = sa.text("status = 'queued'")
+    op.create_index(
+        "ix_requests_queued",
+        "requests",
+        ["org_id", sa.text("priority DESC"), "seq"],
+        postgresql_where=queued,
+        sqlite_where=queued,
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_requests_fair", table_name="requests")
+    op.drop_index("ix_requests_queued", table_name="requests")
