@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from tests import pg
 from vidqueue.errors import Conflict, LeaseLost, NotFound
@@ -415,3 +418,45 @@ def test_subscribers_hear_of_each_new_request(store: Store) -> None:
     store.enqueue(_new(2, model="y"))
     assert done.wait(5), heard
     assert set(heard) == {"x", "y"}
+
+
+def test_a_submit_by_another_process_wakes_a_sqlite_subscriber(tmp_path: Path) -> None:
+    worker, api = SqlStore.open(f"sqlite:///{tmp_path}/q.db"), SqlStore.open(f"sqlite:///{tmp_path}/q.db")
+    woken = threading.Event()
+    try:
+        worker.subscribe(lambda model: woken.set())
+        time.sleep(0.05)  # the watcher has read the file's newest request once
+        assert not woken.is_set()
+        api.enqueue(_new(1))  # another connection, as another process would
+        assert woken.wait(2)
+    finally:
+        worker.close()
+        api.close()
+
+
+@pytest.mark.parametrize("capped", [False, True])
+def test_the_sqlite_claim_never_scans_the_table_even_with_statistics(tmp_path: Path, capped: bool) -> None:
+    from vidqueue.store.claims import claim_statement
+
+    store = SqlStore.open(f"sqlite:///{tmp_path}/q.db")
+    for i in range(300):
+        store.enqueue(_new(i, org=f"o{i % 3}"))
+    conn = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    conn.execute("ANALYZE")  # statistics that say every row is queued: the old claim then scanned per row
+    values = {"models": ["m"], "worker": "w", "expires": 1.0, "now": 0.0, **({"limit": 5} if capped else {})}
+    bound = claim_statement("sqlite", capped=capped).bindparams(**values)
+    compiled = bound.compile(dialect=sqlite_dialect(), compile_kwargs={"render_postcompile": True})
+    args = [compiled.params[name] for name in compiled.positiontup or []]
+    plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {compiled}", args)]
+    # Walking the partial index of queued rows in order (for the first organisation) reads one entry; any other
+    # scan of the table would read its whole history.
+    table_scans = [
+        step
+        for step in plan
+        if step.split()[:2][-1] in {"requests", "p", "q", "r", "c"}
+        and step.startswith("SCAN")
+        and "INDEX ix_requests_queued" not in step
+    ]
+    assert plan and not table_scans, plan
+    conn.close()
+    store.close()

@@ -93,10 +93,11 @@ class Store(Protocol):
         ...
 
     def subscribe(self, wake: Callable[[str], None]) -> None:
-        """Call ``wake(model)`` when a request is queued, from any thread; "" when some may have been missed.
+        """Call ``wake(model)`` when a request is queued, from any thread; "" when the model is not known.
 
-        Within one process always; across processes where the store can tell (PostgreSQL's LISTEN/NOTIFY).
-        Workers still poll, so a store that cannot tell is only slower to start work.
+        Within one process always; across processes on PostgreSQL (LISTEN/NOTIFY, "" after a reconnect, as some may
+        have been missed) and SQLite (a watch of the file's newest request, which says ""). Workers still poll, so
+        a wake-up that goes missing only delays work.
         """
         ...
 

@@ -14,17 +14,17 @@ from vidqueue.store.schema import requests
 
 _ORGS = """
 orgs(org_id) AS (
-    SELECT (SELECT org_id FROM requests WHERE status = 'queued' ORDER BY org_id LIMIT 1)
+    SELECT (SELECT org_id FROM requests {queued} WHERE status = 'queued' ORDER BY org_id LIMIT 1)
   UNION ALL
-    SELECT (SELECT r.org_id FROM requests r
+    SELECT (SELECT r.org_id FROM requests r {queued}
             WHERE r.status = 'queued' AND r.org_id > orgs.org_id ORDER BY r.org_id LIMIT 1)
     FROM orgs WHERE orgs.org_id IS NOT NULL
 ),
 busy AS (
-    SELECT org_id, count(*) AS n FROM requests WHERE status = 'processing' GROUP BY org_id
+    SELECT org_id, count(*) AS n FROM requests {by_status} WHERE status = 'processing' GROUP BY org_id
 )"""
 
-_CAP = "WHERE (SELECT count(*) FROM requests p WHERE p.status = 'processing' AND p.model {models}) < :limit"
+_CAP = "WHERE (SELECT count(*) FROM requests p {by_status} WHERE p.status = 'processing' AND p.model {models}) < :limit"
 
 # PostgreSQL: each organisation's first row is locked with SKIP LOCKED, so concurrent claims never wait on each
 # other and never take the same row.
@@ -57,7 +57,7 @@ _SQLITE = f"""
 WITH RECURSIVE {_ORGS},
 cand AS (
     SELECT orgs.org_id AS org_id,
-        (SELECT q.seq FROM requests q
+        (SELECT q.seq FROM requests q {{queued}}
          WHERE q.status = 'queued' AND q.org_id = orgs.org_id AND q.model IN :models
          ORDER BY q.priority DESC, q.seq LIMIT 1) AS seq
     FROM orgs WHERE orgs.org_id IS NOT NULL
@@ -79,19 +79,26 @@ RETURNING *
 _MODELS: sa.BindParameter[list[str]] = sa.bindparam("models", expanding=True)
 
 
-def _statement(template: str, models_in: str, capped: bool, expanding: bool) -> sa.TextualSelect:
-    text = sa.text(template.format(cap=_CAP.format(models=models_in) if capped else ""))
-    if expanding:
+def _statement(template: str, models_in: str, capped: bool, sqlite: bool) -> sa.TextualSelect:
+    # SQLite plans from statistics that are often stale for a queue (taken when every row was queued, say), and
+    # then scans the table; INDEXED BY pins each lookup to its index.
+    indexes = {
+        "queued": "INDEXED BY ix_requests_queued" if sqlite else "",
+        "by_status": "INDEXED BY ix_requests_claim" if sqlite else "",
+    }
+    cap = _CAP.format(models=models_in, **indexes) if capped else ""
+    text = sa.text(template.format(cap=cap, **indexes))
+    if sqlite:
         text = text.bindparams(_MODELS)
     # Typed result columns: JSON comes back decoded, as from the store's other statements.
     return text.columns(*requests.c)
 
 
 _STATEMENTS = {
-    ("postgresql", False): _statement(_PG, "= ANY(:models)", False, False),
-    ("postgresql", True): _statement(_PG, "= ANY(:models)", True, False),
-    ("sqlite", False): _statement(_SQLITE, "IN :models", False, True),
-    ("sqlite", True): _statement(_SQLITE, "IN :models", True, True),
+    ("postgresql", False): _statement(_PG, "= ANY(:models)", False, sqlite=False),
+    ("postgresql", True): _statement(_PG, "= ANY(:models)", True, sqlite=False),
+    ("sqlite", False): _statement(_SQLITE, "IN :models", False, sqlite=True),
+    ("sqlite", True): _statement(_SQLITE, "IN :models", True, sqlite=True),
 }
 
 #: Capped claims of one set of models (an upstream's lane) take turns on PostgreSQL, so the count they check is
