@@ -1,4 +1,4 @@
-"""bench/queue.py keeps working: its quick mode runs every system on the real PostgreSQL and on SQLite.
+"""bench/queue_bench.py keeps working: its quick mode runs every system on the real PostgreSQL and on SQLite.
 
 A smoke test of the harness, not a timed test: the goals are reported, never asserted here.
 """
@@ -22,7 +22,7 @@ LATENCY_SYSTEMS = ("vidqueue_pg", "pgqueuer", "vidqueue_sqlite")
 def test_the_queue_benchmark_harness_runs_in_quick_mode(tmp_path: Path) -> None:
     out = tmp_path / "queue.json"
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "queue.py"), "--quick", "--out", str(out)],
+        [sys.executable, str(ROOT / "bench" / "queue_bench.py"), "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,

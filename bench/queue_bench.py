@@ -1,6 +1,6 @@
 """Queue throughput and insert-to-start latency: vidqueue vs PgQueuer on one PostgreSQL database, and on SQLite.
 
-    python bench/queue.py [--jobs 5000] [--workers 4] [--latency-samples 200] [--rounds 3] [--quick]
+    python bench/queue_bench.py [--jobs 5000] [--workers 4] [--latency-samples 200] [--rounds 3] [--quick]
 
 Throughput: N jobs are inserted first; then K consumer processes (already started, set up and idle) are told to
 go at once, and the clock runs until the database says all N are done (polled every 20 ms). vidqueue's consumers
@@ -24,10 +24,6 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# Run as `python bench/queue.py`, this folder comes first on sys.path and this file would shadow the standard
-# library's `queue` module (concurrent.futures, logging.handlers and asyncio's helpers import it).
-if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    del sys.path[0]
 
 import argparse
 import asyncio
@@ -63,7 +59,7 @@ LATENCY_SYSTEMS = ("vidqueue_pg", "pgqueuer", "vidqueue_sqlite")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Consumers: `python bench/queue.py _consumer vidqueue|pgqueuer ...`, one process each.
+# Consumers: `python bench/queue_bench.py _consumer vidqueue|pgqueuer ...`, one process each.
 #
 # Protocol on the pipes: the consumer sets up, prints "ready", and waits for a line on stdin; then it runs until
 # stdin closes (the parent closing it, or dying). With --report it prints "start <key> <time.time()>" as each job's
@@ -178,7 +174,7 @@ def consume_pgqueuer(url: str, report: bool, batch_size: int | None) -> None:
 
 def consumer_main(argv: list[str]) -> None:
     """Entry point of one consumer process."""
-    parser = argparse.ArgumentParser(prog="queue.py _consumer")
+    parser = argparse.ArgumentParser(prog="queue_bench.py _consumer")
     parser.add_argument("system", choices=["vidqueue", "pgqueuer"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--report", action="store_true")
@@ -676,7 +672,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name in SYSTEMS
         }
     tp["rounds"] = rounds
-    command = "python bench/queue.py" + (" --quick" if args.quick else "")
+    command = "python bench/queue_bench.py" + (" --quick" if args.quick else "")
     command += f" --jobs {args.jobs} --workers {args.workers} --latency-samples {args.latency_samples}"
     command += f" --rounds {args.rounds}"
     return {
