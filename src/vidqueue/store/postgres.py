@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
+from vidqueue.store.wakeups import WakeThread
+
 log = logging.getLogger("vidqueue.store")
 
 #: The channel a submit (or a requeue) notifies, with the model id as payload.
@@ -29,28 +31,19 @@ def libpq_url(url: str) -> str:
     return sa.make_url(driver_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-class Listener:
-    """A thread that LISTENs on the queue's channel and calls back for every notification.
+class Listener(WakeThread):
+    """LISTENs on the queue's channel and calls back for every notification.
 
     It keeps its own connection, outside the pool, and reconnects with backoff when the database goes away;
-    after every (re)connect it calls back once, since notifications sent meanwhile are lost.
+    after every (re)connect it calls back once with "", since notifications sent meanwhile are lost.
     """
 
+    name = "pg-listen"
+
     def __init__(self, url: str, on_notify: Callable[[str], None]) -> None:
+        super().__init__(on_notify)
         self._url = libpq_url(url)
-        self._on_notify = on_notify
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pg-listen", daemon=True)
         self.connected = threading.Event()
-
-    def start(self) -> None:
-        """Start listening in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop listening (within about a second)."""
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def _run(self) -> None:
         import psycopg
@@ -62,10 +55,10 @@ class Listener:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.connected.set()
                     backoff = 0.1
-                    self._on_notify("")
+                    self._on_new("")
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
-                            self._on_notify(note.payload)
+                            self._on_new(note.payload)
             except psycopg.Error as exc:
                 self.connected.clear()
                 log.warning("listening for new requests failed (polling meanwhile): %s", exc)

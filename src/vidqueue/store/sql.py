@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -40,6 +40,7 @@ from vidqueue.store.rules import (
     replayed,
 )
 from vidqueue.store.schema import api_keys, idempotency_keys, requests, workers
+from vidqueue.store.wakeups import SqliteWatcher, WakeThread
 
 _R = requests.c
 _K = idempotency_keys.c
@@ -197,51 +198,6 @@ class _FastSqlite:
         return {**full, "seq": cur.lastrowid}
 
 
-class _SqliteWatcher:
-    """A thread that tells of requests queued by other processes on the same SQLite file.
-
-    SQLite has no notifications; reading the highest ``seq`` is one B-tree lookup that never waits on writers (WAL),
-    so looking every 10 ms costs an idle worker a fraction of a percent of a core and starts new work within about
-    10 ms instead of a poll interval.
-    """
-
-    def __init__(self, path: str, on_new: Callable[[str], None], every_s: float = 0.01) -> None:
-        self._path = path
-        self._on_new = on_new
-        self._every_s = every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sqlite-watch", daemon=True)
-
-    def start(self) -> None:
-        """Start watching in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop watching."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        conn = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
-        try:
-            last: int | None = None
-            while not self._stop.wait(self._every_s):
-                try:
-                    (top,) = conn.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()
-                except sqlite3.Error:
-                    continue  # busy or briefly unreadable: the worker's own poll covers the gap
-                if last is not None and top > last:
-                    self._on_new("")
-                last = top
-        finally:
-            conn.close()
-
-
-class _Waker(Protocol):
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-
-
 class SqlStore:
     """The requests table on a SQL database."""
 
@@ -260,7 +216,7 @@ class SqlStore:
         self._fast = _FastSqlite(engine, self._write_lock) if engine.dialect.name == "sqlite" else None
         self._is_pg = engine.dialect.name == "postgresql"
         self._wakers: list[Callable[[str], None]] = []
-        self._listener: _Waker | None = None
+        self._listener: WakeThread | None = None
 
     @classmethod
     def open(cls, url: str, clock: Callable[[], float] = time.time, *, migrate_now: bool = True) -> SqlStore:
@@ -322,7 +278,7 @@ class SqlStore:
         if self._is_pg:
             self._listener = postgres.Listener(self._engine.url.render_as_string(hide_password=False), self._wake_local)
         elif self._engine.url.database and self._engine.url.database != ":memory:":
-            self._listener = _SqliteWatcher(self._engine.url.database, self._wake_local)
+            self._listener = SqliteWatcher(self._engine.url.database, self._wake_local)
         if self._listener is not None:
             self._listener.start()
 
