@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from vidqueue import __version__
 from vidqueue.api import media_routes, ops, routes
@@ -22,6 +24,7 @@ A GMI Cloud-compatible video-generation request queue. Submit a prompt, get a re
 """
 
 
+CONSOLE = Path(__file__).parent / "console"
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a 10 MB image as base64, and the rest of the body
 
 
@@ -38,6 +41,8 @@ def create_app(settings: Settings, store: Store, storage: Storage, catalog: Cata
         app.include_router(routes.router, prefix=prefix, tags=["request queue"], include_in_schema=i == 0)
     app.include_router(media_routes.router)
     app.include_router(ops.router)
+    # The web console: static files shipped in the package, talking to the API above like any client.
+    app.mount("/ui", StaticFiles(directory=CONSOLE, html=True), name="console")
     app.add_middleware(ops.HttpMetrics, histogram=histogram)
 
     def openapi() -> dict[str, Any]:
