@@ -24,6 +24,11 @@ busy AS (
     SELECT org_id, count(*) AS n FROM requests {by_status} WHERE status = 'processing' GROUP BY org_id
 )"""
 
+# What a claim writes, on either database.
+_CLAIMED = """
+    status = 'processing', lease_owner = :worker, qworker_id = :worker, lease_expires_at = :expires,
+    attempts = attempts + 1, processing_at = :now, updated_at = :now, progress = 0"""
+
 _CAP = "WHERE (SELECT count(*) FROM requests p {by_status} WHERE p.status = 'processing' AND p.model {models}) < :limit"
 
 # PostgreSQL: each organisation's first row is locked with SKIP LOCKED, so concurrent claims never wait on each
@@ -44,9 +49,7 @@ pick AS (
     ORDER BY coalesce(busy.n, 0), c.priority DESC, c.seq
     LIMIT 1
 )
-UPDATE requests SET
-    status = 'processing', lease_owner = :worker, qworker_id = :worker, lease_expires_at = :expires,
-    attempts = requests.attempts + 1, processing_at = :now, updated_at = :now, progress = 0
+UPDATE requests SET {_CLAIMED}
 FROM pick
 WHERE requests.request_id = pick.request_id AND requests.status = 'queued'
 RETURNING requests.*
@@ -69,9 +72,7 @@ pick AS (
     ORDER BY coalesce(busy.n, 0), c.priority DESC, c.seq
     LIMIT 1
 )
-UPDATE requests SET
-    status = 'processing', lease_owner = :worker, qworker_id = :worker, lease_expires_at = :expires,
-    attempts = attempts + 1, processing_at = :now, updated_at = :now, progress = 0
+UPDATE requests SET {_CLAIMED}
 WHERE seq = (SELECT seq FROM pick) AND status = 'queued'
 RETURNING *
 """

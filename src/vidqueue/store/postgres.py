@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 import sqlalchemy as sa
@@ -43,7 +42,6 @@ class Listener(WakeThread):
     def __init__(self, url: str, on_notify: Callable[[str], None]) -> None:
         super().__init__(on_notify)
         self._url = libpq_url(url)
-        self.connected = threading.Event()
 
     def _run(self) -> None:
         import psycopg
@@ -53,14 +51,12 @@ class Listener(WakeThread):
             try:
                 with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self.connected.set()
                     backoff = 0.1
                     self._on_new("")
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
                             self._on_new(note.payload)
             except psycopg.Error as exc:
-                self.connected.clear()
                 log.warning("listening for new requests failed (polling meanwhile): %s", exc)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -8,7 +8,7 @@ const IMAGE = { maxBytes: 10 * 1024 * 1024, minSide: 300, maxRatio: 2.5 };
 const PAGE = 10;
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], model: null, cursor: null, cursors: [], pollTimer: null, pollDelay: 1000, lastSeen: "", detailTimer: null };
+const state = { models: [], model: null, cursor: null, pollTimer: null, pollDelay: 1000, lastSeen: "", detailTimer: null };
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -192,9 +192,7 @@ async function submit(event) {
   const button = $("submit-button");
   button.disabled = true;
   try {
-    const created = await api("/requests", { method: "POST", json: { model: state.model.model, payload: readPayload() } });
-    $("submit-error").textContent = "";
-    announce(`Submitted ${created.request_id}`);
+    await api("/requests", { method: "POST", json: { model: state.model.model, payload: readPayload() } });
     await refreshList(true);
   } catch (err) {
     showErrors(err);
@@ -219,8 +217,6 @@ function showErrors(err) {
   const first = document.querySelector("#fields [aria-invalid=true]");
   if (first) first.focus();
 }
-
-function announce(text) { $("total").setAttribute("data-last", text); }
 
 // -- the list, polled while something is active --------------------------------------------------------------
 function stopPolling() {
@@ -319,7 +315,7 @@ $("signin-form").addEventListener("submit", signIn);
 $("signout").addEventListener("click", () => signOut(""));
 $("submit-form").addEventListener("submit", submit);
 $("model").addEventListener("change", (e) => pickModel(e.target.value));
-$("next-page").addEventListener("click", () => { state.cursors.push(state.cursor); state.cursor = state.nextCursor; refreshList(true); });
-$("first-page").addEventListener("click", () => { state.cursor = null; state.cursors = []; refreshList(true); });
+$("next-page").addEventListener("click", () => { state.cursor = state.nextCursor; refreshList(true); });
+$("first-page").addEventListener("click", () => { state.cursor = null; refreshList(true); });
 window.addEventListener("hashchange", route);
 route();
