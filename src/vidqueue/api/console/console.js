@@ -8,7 +8,8 @@ const IMAGE = { maxBytes: 10 * 1024 * 1024, minSide: 300, maxRatio: 2.5 };
 const PAGE = 10;
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], model: null, cursor: null, pollTimer: null, pollDelay: 1000, lastSeen: "", detailTimer: null };
+// `back` holds the cursors of the pages before this one, so "Newer" retraces "Older".
+const state = { models: [], model: null, cursor: null, back: [], pollTimer: null, pollDelay: 1000, lastSeen: "", detailTimer: null };
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -58,6 +59,7 @@ function signOut(message) {
   stopPolling();
   show("signin");
   $("signin-error").textContent = message || "";
+  $("apikey").focus();
 }
 
 async function signIn(event) {
@@ -193,6 +195,9 @@ async function submit(event) {
   button.disabled = true;
   try {
     await api("/requests", { method: "POST", json: { model: state.model.model, payload: readPayload() } });
+    // The new request is on the first page.
+    state.cursor = null;
+    state.back = [];
     await refreshList(true);
   } catch (err) {
     showErrors(err);
@@ -234,10 +239,20 @@ async function refreshList(reset = false) {
   try { body = await api(`/requests?${query}`); } catch (err) { schedule(); return; }
   const rows = body.requests || [];
   $("total").textContent = `(${body.total})`;
+  // Rebuilding the rows must not take the keyboard's place away: focus returns to the same request's link.
+  const focusedRow = document.activeElement && document.activeElement.closest("#requests tr");
   $("requests").tBodies[0].replaceChildren(...rows.map(rowFor));
+  if (focusedRow) {
+    const link = document.querySelector(`#requests tr[data-id="${CSS.escape(focusedRow.dataset.id)}"] a`);
+    if (link) link.focus();
+  }
   state.nextCursor = body.next_cursor || null;
+  const pagerFocus = document.activeElement && document.activeElement.closest(".pager") ? document.activeElement.id : null;
   $("next-page").disabled = !state.nextCursor;
-  $("first-page").disabled = !state.cursor;
+  $("prev-page").disabled = !state.cursor;
+  // A button that just turned off would drop the keyboard's focus to the page top: hand it to the other one.
+  if (pagerFocus && $(pagerFocus).disabled) $(pagerFocus === "next-page" ? "prev-page" : "next-page").focus();
+  $("page-number").textContent = `Page ${state.back.length + 1}`;
   const fingerprint = rows.map((r) => `${r.request_id}:${r.status}:${r.progress}`).join("|");
   const active = rows.some((r) => !TERMINAL.has(r.status));
   // Back off while nothing changes; stop when nothing on the page can change.
@@ -257,7 +272,7 @@ function rowFor(r) {
   const where = r.status === "queued" && r.queue_position ? el("span", { class: "hint", text: ` #${r.queue_position} in queue` }) : null;
   const bar = el("progress", { max: 100, value: r.progress, "aria-label": `Progress of ${r.request_id}` });
   return el("tr", { "data-id": r.request_id, "data-status": r.status },
-    el("td", {}, el("a", { href: `#/requests/${r.request_id}`, text: r.request_id.slice(0, 8) })),
+    el("td", {}, el("a", { href: `#/requests/${r.request_id}`, text: r.request_id.slice(0, 8), "aria-label": `Request ${r.request_id}` })),
     el("td", { text: r.model }),
     el("td", {}, status, where),
     el("td", {}, bar, el("span", { class: "sr-only", text: `${r.progress}%` })),
@@ -265,7 +280,7 @@ function rowFor(r) {
 }
 
 // -- one request ---------------------------------------------------------------------------------------------
-async function showDetail(id) {
+async function showDetail(id, first = false) {
   show("detail");
   clearTimeout(state.detailTimer);
   let r;
@@ -274,6 +289,8 @@ async function showDetail(id) {
     return;
   }
   $("detail-title").textContent = `Request ${r.request_id}`;
+  // Keyboard and screen-reader users land on the page's heading, not wherever focus was.
+  if (first) $("detail-title").focus();
   const when = (s) => (s ? new Date(s * 1000).toLocaleString() : "—");
   const facts = [["Model", r.model], ["Status", r.status], ["Progress", `${r.progress}%`],
     ["Queue position", r.queue_position ?? "—"], ["Created", when(r.created_at)], ["Started", when(r.processing_at)],
@@ -303,9 +320,9 @@ async function showDetail(id) {
 // -- routing -------------------------------------------------------------------------------------------------
 function route() {
   stopPolling();
-  if (!sessionStorage.getItem(KEY)) { show("signin"); return; }
+  if (!sessionStorage.getItem(KEY)) { show("signin"); $("apikey").focus(); return; }
   const m = location.hash.match(/^#\/requests\/([^/]+)$/);
-  if (m) { $("player").replaceChildren(); showDetail(decodeURIComponent(m[1])); return; }
+  if (m) { $("player").replaceChildren(); $("detail-error").textContent = ""; showDetail(decodeURIComponent(m[1]), true); return; }
   show("dashboard");
   if (!state.models.length) loadModels().catch(() => {});
   refreshList(true);
@@ -315,7 +332,7 @@ $("signin-form").addEventListener("submit", signIn);
 $("signout").addEventListener("click", () => signOut(""));
 $("submit-form").addEventListener("submit", submit);
 $("model").addEventListener("change", (e) => pickModel(e.target.value));
-$("next-page").addEventListener("click", () => { state.cursor = state.nextCursor; refreshList(true); });
-$("first-page").addEventListener("click", () => { state.cursor = null; refreshList(true); });
+$("next-page").addEventListener("click", () => { state.back.push(state.cursor); state.cursor = state.nextCursor; refreshList(true); });
+$("prev-page").addEventListener("click", () => { state.cursor = state.back.pop() || null; refreshList(true); });
 window.addEventListener("hashchange", route);
 route();
