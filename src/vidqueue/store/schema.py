@@ -81,3 +81,46 @@ idempotency_keys = sa.Table(
     sa.Column("request_id", sa.String(36), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+
+# Webhooks. A delivery row is written by a trigger in the same statement as the status change it reports (see
+# migration 0004), so no code path can change a status without its delivery being stored first.
+webhook_secrets = sa.Table(
+    "webhook_secrets",
+    metadata,
+    sa.Column("org_id", sa.String(128), primary_key=True),
+    # Kept as written: signing needs the secret itself (a hash would not do); the API never answers it.
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("request_id", sa.String(36), nullable=False),
+    sa.Column("org_id", sa.String(128), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),  # the status the request changed to
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("snapshot", sa.JSON, nullable=False),  # the request row as it was at the change
+    sa.Column("state", sa.String(16), nullable=False, server_default="pending"),  # pending | delivered | failed
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_attempt_at", sa.Float, nullable=True),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("delivered_at", sa.Float, nullable=True),
+    sa.Column("lease_owner", sa.String(128), nullable=True),
+    sa.Column("lease_expires_at", sa.Float, nullable=True),
+    sa.Index("ix_webhook_deliveries_request", "request_id", "seq"),
+)
+_PENDING = webhook_deliveries.c.state == "pending"
+sa.Index(
+    "ix_webhook_deliveries_due",
+    webhook_deliveries.c.next_attempt_at,
+    postgresql_where=_PENDING,
+    sqlite_where=_PENDING,
+)
+# Retention finds old finished requests by when they finished.
+sa.Index("ix_requests_finished", requests.c.finished_at)
