@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys", rich_help_panel="Server")
+webhooks_app = typer.Typer(help="Webhook signing secrets.", no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks", rich_help_panel="Server")
 register_client_commands(app)
 
 log = logging.getLogger("vidqueue")
@@ -107,10 +109,14 @@ def serve(
     import uvicorn
 
     from vidqueue.api import create_app
+    from vidqueue.api.ops import RetentionMetrics
+    from vidqueue.api.state import AppState
+    from vidqueue.api.webhooks import Dispatcher
     from vidqueue.bootstrap import catalog_for, describe_storage, describe_store, open_storage
     from vidqueue.logs import setup_logging
     from vidqueue.store.keys import new_api_key
     from vidqueue.worker.engines import build_engines, describe_routes
+    from vidqueue.worker.retention import RetentionJob
     from vidqueue.worker.supervisor import Supervisor
 
     settings = _settings(
@@ -141,8 +147,16 @@ def serve(
     except (ConfigError, Unavailable) as exc:
         fail(exc.message, 2)
     api = create_app(settings, store, media, catalog)
+    # Webhook deliveries go out from API processes (every one drains the same outbox), never from workers.
+    dispatcher = Dispatcher(settings, store, media)
+    dispatcher.start()
     supervisor = Supervisor(settings, store, settings.workers)
     supervisor.start()
+    # Retention runs here, beside the API's registry, so /metrics counts what it pruned; with several API
+    # machines each runs it, and the store hands every row to one of them only.
+    state: AppState = api.state.vq
+    retention = RetentionJob(store, media, settings.retention, report=RetentionMetrics(state.registry))
+    retention.start()
     log.info(
         "serving on %s (store %s, media %s, %d workers)",
         settings.base_url,
@@ -157,6 +171,8 @@ def serve(
     try:
         uvicorn.run(api, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     finally:
+        dispatcher.stop()
+        retention.stop()
         supervisor.stop()
         store.close()
 
@@ -270,6 +286,62 @@ def keys_revoke(
     if not revoked:
         fail(f"no active key with id {key_id}")
     typer.echo(f"Revoked {key_id}.")
+
+
+@webhooks_app.command("secret")
+def webhooks_secret(
+    org: Annotated[str, typer.Option(help="The organisation whose deliveries the secret signs.")],
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Print the organisation's webhook signing secret (whsec_…), creating it on first use."""
+    from vidqueue.api.webhooks import new_secret
+
+    store = _store(_settings(config, data_dir=data_dir, database_url=database_url))
+    secret = store.webhook_secret(org, new_secret)
+    store.close()
+    typer.echo(secret)
+
+
+@app.command(rich_help_panel="Server")
+def prune(
+    days: Annotated[
+        float | None,
+        typer.Option(
+            help="Delete requests that finished more than this many days ago (fractions allowed). "
+            "(default: [retention] days, 30)",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Delete old finished requests and their media now (`serve` also does it every [retention] interval_s)."""
+    from vidqueue.bootstrap import open_storage
+    from vidqueue.logs import setup_logging
+    from vidqueue.worker.retention import prune_once
+
+    settings = _settings(
+        config, data_dir=data_dir, database_url=database_url, storage=storage, **{"retention.days": days}
+    )
+    setup_logging("warning")  # a media object that cannot be deleted is named on stderr
+    store = _store(settings)
+    try:
+        media = open_storage(settings)
+        counts = prune_once(store, media, settings.retention.max_age_s, settings.retention.batch)
+    except (ConfigError, Unavailable, StoreUnavailable) as exc:
+        fail(exc.message)
+    finally:
+        store.close()
+    typer.echo(
+        f"Pruned {counts.requests} requests and {counts.media} media objects "
+        f"(finished more than {settings.retention.days:g} days ago)."
+    )
+    if counts.media_errors:
+        fail(f"the media of {counts.media_errors} pruned requests could not be deleted (see above)")
 
 
 def main() -> None:

@@ -112,6 +112,18 @@ class WorkerSettings(_Section):
     max_attempts: int = Field(2, ge=1)
     sweep_interval_s: float = Field(5.0, gt=0)
     engines: list[EngineKind] | None = None  # only these engines' models (`vidqueue worker --engine`); None: all
+    # On SIGTERM a worker claims nothing more and lets running requests finish this long; then it hands them back.
+    shutdown_grace_s: float = Field(30.0, ge=0, le=24 * 3600)
+
+
+class LimitsSettings(_Section):
+    """Admission limits, counted in the store so they hold across API processes; None or 0: no limit."""
+
+    # Submits per organisation in any 60 s; the check reads that many of its newest rows, hence the ceiling.
+    requests_per_minute: int | None = Field(None, ge=0, le=10_000)
+    max_active_per_org: int | None = Field(None, ge=0)  # an organisation's queued + processing requests
+    max_queued: int | None = Field(None, ge=0)  # queued requests of every organisation together
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)  # a 10 MB image as base64, and the rest of the body
 
 
 class ImageSettings(_Section):
@@ -119,6 +131,30 @@ class ImageSettings(_Section):
 
     fetch_timeout_s: float = Field(10.0, gt=0)
     max_bytes: int = Field(10 * 1024 * 1024, gt=0)
+
+
+class WebhookSettings(_Section):
+    """Webhook deliveries: how long to wait for a receiver, how to back off, when to give up."""
+
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    retry_base_s: float = Field(5.0, gt=0)  # the first retry's wait; doubles per attempt
+    max_retry_interval_s: float = Field(3600.0, gt=0)
+    max_age_s: float = Field(24 * 3600.0, gt=0)  # a delivery still failing this long after its change gives up
+    concurrency: int = Field(8, ge=1, le=256)  # deliveries in flight per API process
+    poll_interval_s: float = Field(0.5, gt=0)
+
+
+class RetentionSettings(_Section):
+    """How long finished requests and their media are kept, and how often the job that deletes them runs."""
+
+    days: float = Field(30.0, gt=0)  # fractions are fine: 0.5 keeps them 12 h
+    interval_s: float = Field(3600.0, gt=0)  # between passes; each `vidqueue serve` runs one at start
+    batch: int = Field(500, ge=1, le=100_000)  # rows deleted per transaction
+
+    @property
+    def max_age_s(self) -> float:
+        """The retention period in seconds."""
+        return self.days * 86400
 
 
 class ModelRoute(_Section):
@@ -153,10 +189,15 @@ class Settings(_Section):
     media_url_ttl_s: int = Field(24 * 3600, gt=0)
     allow_private_urls: bool = False
     cancel_wait_s: float = Field(5.0, ge=0)
+    # On SIGTERM the API answers submits 503 and /readyz 503 this long (so load balancers drain it) before closing.
+    drain_s: float = Field(3.0, ge=0, le=600)
     log_level: str = "info"
     engines: EnginesSettings = EnginesSettings()
     worker: WorkerSettings = WorkerSettings()
     images: ImageSettings = ImageSettings()
+    limits: LimitsSettings = LimitsSettings()
+    retention: RetentionSettings = RetentionSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     models: dict[str, ModelRoute] = {}
     # The engine of models with no [models."ID"] table; unset, it follows the credentials in the environment.
     default_engine: EngineKind | None = None
@@ -211,6 +252,7 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "MEDIA_URL_TTL_S": ("media_url_ttl_s",),
     "ALLOW_PRIVATE_URLS": ("allow_private_urls",),
     "CANCEL_WAIT_S": ("cancel_wait_s",),
+    "DRAIN_S": ("drain_s",),
     "LOG_LEVEL": ("log_level",),
     "EMULATOR_LATENCY_S": ("engines", "emulator", "latency_s"),
     "EMULATOR_FAILURE_RATE": ("engines", "emulator", "failure_rate"),
@@ -221,9 +263,22 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "PROGRESS_INTERVAL_S": ("worker", "progress_interval_s"),
     "MAX_ATTEMPTS": ("worker", "max_attempts"),
     "SWEEP_INTERVAL_S": ("worker", "sweep_interval_s"),
+    "SHUTDOWN_GRACE_S": ("worker", "shutdown_grace_s"),
     "IMAGE_FETCH_TIMEOUT_S": ("images", "fetch_timeout_s"),
     "IMAGE_MAX_BYTES": ("images", "max_bytes"),
+    "REQUESTS_PER_MINUTE": ("limits", "requests_per_minute"),
+    "MAX_ACTIVE_PER_ORG": ("limits", "max_active_per_org"),
+    "MAX_QUEUED": ("limits", "max_queued"),
+    "MAX_BODY_BYTES": ("limits", "max_body_bytes"),
     "DEFAULT_ENGINE": ("default_engine",),
+    "RETENTION_DAYS": ("retention", "days"),
+    "RETENTION_INTERVAL_S": ("retention", "interval_s"),
+    "RETENTION_BATCH": ("retention", "batch"),
+    "WEBHOOK_TIMEOUT_S": ("webhooks", "timeout_s"),
+    "WEBHOOK_RETRY_BASE_S": ("webhooks", "retry_base_s"),
+    "WEBHOOK_MAX_RETRY_INTERVAL_S": ("webhooks", "max_retry_interval_s"),
+    "WEBHOOK_MAX_AGE_S": ("webhooks", "max_age_s"),
+    "WEBHOOK_POLL_INTERVAL_S": ("webhooks", "poll_interval_s"),
     "KLING_BASE_URL": ("engines", "kling", "base_url"),
     "KLING_CONCURRENCY": ("engines", "kling", "concurrency"),
     "GMI_BASE_URL": ("engines", "gmi", "base_url"),

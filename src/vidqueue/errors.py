@@ -9,8 +9,11 @@
     ├── Forbidden                 the organisation header does not match the key
     ├── NotFound                  unknown model or request (or another organisation's)
     ├── Conflict                  an illegal state transition or a reused key
+    ├── RateLimited               an organisation is over its submits per minute or its active requests
     ├── Unavailable               the queue is full or no engine serves the model
-    ├── StoreUnavailable          the store cannot be reached
+    │   ├── StoreUnavailable      the store cannot be reached
+    │   ├── QueueFull             the queue holds its most queued requests
+    │   └── ShuttingDown          the server is draining before it stops
     ├── LeaseLost                 a fenced worker write matched no row
     ├── ConfigError               the configuration is invalid
     └── JobFailed                 an engine gave up on a request (carries the outcome code)
@@ -111,6 +114,30 @@ class Unavailable(ServiceError):
     def __init__(self, message: str | None = None, retry_after: int = 5) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class RateLimited(ServiceError):
+    """Too many requests; retry after Retry-After seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str | None = None, retry_after: int = 5, code: str | None = None) -> None:
+        self.retry_after = retry_after
+        if code is not None:
+            self.code = code
+        super().__init__(message)
+
+
+class QueueFull(Unavailable):
+    """The queue is full; retry later."""
+
+    code = "queue_full"
+
+
+class ShuttingDown(Unavailable):
+    """The server is shutting down and takes no new requests; retry (another instance may take it)."""
+
+    code = "shutting_down"
 
 
 class StoreUnavailable(Unavailable):

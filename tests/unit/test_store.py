@@ -460,3 +460,154 @@ def test_the_sqlite_claim_never_scans_the_table_even_with_statistics(tmp_path: P
     assert plan and not table_scans, plan
     conn.close()
     store.close()
+
+
+# -- admission (the limits a submit is checked against) ----------------------------------------------------
+
+
+def test_admission_reads_the_times_of_the_orgs_newest_submits_newest_first(store: Store, clock: Clock) -> None:
+    times = []
+    for i in range(5):
+        clock.now += 7
+        times.append(clock.now)
+        store.enqueue(_new(i))
+        store.enqueue(_new(100 + i, org="b"))
+    clock.now += 1
+    seen = store.admission("a", recent=3)
+    assert seen.recent == (times[4], times[3], times[2])
+    assert seen.now == clock.now
+    assert store.admission("a", recent=50).recent == tuple(reversed(times))
+    assert store.admission("a").recent == ()
+    assert store.admission("nobody", recent=3).recent == ()
+
+
+def test_admission_counts_the_orgs_queued_and_processing_requests_up_to_the_cap(store: Store) -> None:
+    for i in range(6):
+        store.enqueue(_new(i))
+    store.enqueue(_new(10, org="b"))
+    first = store.claim("w", ["m"], 60)
+    second = store.claim("w", ["m"], 60)
+    assert first is not None and second is not None
+    store.finish(first.request_id, "w", {"media": []})  # success: no longer active
+    store.cancel("r5", "a")  # cancelled while queued: no longer active
+    # Whichever org the fair second claim served, a has r1-r4 active, and four rows are queued in all.
+    assert store.admission("a", active_cap=100).active == 4
+    assert store.admission("a", active_cap=2).active == 2
+    assert store.admission("a").active == 0  # not counted without a cap
+    assert store.admission("a", queued_cap=100).queued == 4
+    assert store.admission("b", queued_cap=2).queued == 2
+    assert store.admission("b", active_cap=5).active == 1
+
+
+def test_admission_with_nothing_asked_still_answers_the_clock(store: Store, clock: Clock) -> None:
+    seen = store.admission("a")
+    assert (seen.now, seen.recent, seen.active, seen.queued) == (clock.now, (), 0, 0)
+
+
+# -- retention -------------------------------------------------------------------------------------------------
+DAY = 86400.0
+
+
+def _done(store: Store, i: int, outcome: dict[str, object] | None = None, **new: object) -> None:
+    """Queue request r{i}, then claim and finish it at once (a success)."""
+    store.enqueue(replace(_new(i), **new))  # type: ignore[arg-type]
+    row = store.claim("w", ["m"], 60)
+    assert row is not None and row.request_id == f"r{i}"
+    store.finish(row.request_id, "w", outcome or {})
+
+
+def _key_rows(store: Store) -> set[str]:
+    """The request ids the stored idempotency keys name (a look inside: no call answers a stale key)."""
+    if isinstance(store, MemoryStore):
+        return {rid for _, _, rid in store._keys_used.values()}
+    import sqlalchemy as sa
+
+    from vidqueue.store.schema import idempotency_keys
+
+    assert isinstance(store, SqlStore)
+    with store._engine.connect() as conn:
+        return set(conn.execute(sa.select(idempotency_keys.c.request_id)).scalars())
+
+
+def test_prune_deletes_only_requests_finished_before_the_cutoff(store: Store, clock: Clock) -> None:
+    outcome = {"media": [{"id": "v", "key": "requests/r1/video.mp4"}], "thumbnail_key": "requests/r1/thumbnail.jpg"}
+    _done(store, 1, outcome, input_key="requests/r1/input.png", org_id="b")
+    clock.now += 10
+    store.enqueue(_new(2))
+    store.claim("w", ["m"], 60)
+    store.fail("r2", "w", "boom", "it broke")
+    clock.now += 10
+    store.enqueue(_new(3))
+    store.cancel("r3", "a")
+    cancelled_at = clock.now
+    store.enqueue(_new(4))
+    store.claim("w", ["m"], 3600 * 24 * 365)  # processing, with a lease that outlives the test
+    store.enqueue(_new(5))  # queued
+    clock.now += 365 * DAY
+
+    pruned = store.prune(cancelled_at, 10)
+    assert sorted(p.request_id for p in pruned) == ["r1", "r2"]
+    first = next(p for p in pruned if p.request_id == "r1")
+    assert first.org_id == "b" and first.input_key == "requests/r1/input.png"
+    assert first.media_keys() == ["requests/r1/input.png", "requests/r1/video.mp4", "requests/r1/thumbnail.jpg"]
+    assert store.get("r1") is None and store.get("r2") is None and store.get("r3") is not None
+
+    assert [p.request_id for p in store.prune(clock.now, 10)] == ["r3"]
+    # Queued and processing requests stay, however old: only terminal rows are ever pruned.
+    assert store.prune(clock.now + 365 * DAY, 10) == []
+    assert {r.request_id: r.status for r in store.list("a").items} == {"r4": Status.PROCESSING, "r5": Status.QUEUED}
+    assert store.heartbeat("r4", "w", 60) is False  # its worker carries on
+
+
+def test_prune_takes_at_most_its_limit_oldest_first(store: Store, clock: Clock) -> None:
+    for i in range(5):
+        _done(store, i)
+        clock.now += 1
+    batches = [sorted(p.request_id for p in store.prune(clock.now, 2)) for _ in range(4)]
+    assert batches == [["r0", "r1"], ["r2", "r3"], ["r4"], []]
+    assert store.list("a").total == 0
+
+
+def test_prune_takes_idempotency_keys_of_pruned_and_stale_ones(store: Store, clock: Clock) -> None:
+    _done(store, 1, idempotency=Idempotency("k1", "fp"))
+    store.enqueue(replace(_new(2), idempotency=Idempotency("k2", "fp")))  # stays queued
+    clock.now += 60
+    store.enqueue(replace(_new(3), idempotency=Idempotency("k3", "fp")))
+    assert _key_rows(store) == {"r1", "r2", "r3"}
+    assert [p.request_id for p in store.prune(clock.now, 10)] == ["r1"]
+    assert _key_rows(store) == {"r2", "r3"}
+    # Past its window a key names nothing any more, whatever its request: it goes too (r2 and r3 stay).
+    clock.now += Idempotency.window_s - 30
+    store.prune(clock.now - 365 * DAY, 10)
+    assert _key_rows(store) == {"r3"}
+    assert store.get("r2") is not None
+    # The pruned request's key is free for a new request.
+    assert store.enqueue(replace(_new(4), idempotency=Idempotency("k1", "fp"))).request_id == "r4"
+
+
+def test_prune_takes_webhook_deliveries_with_it(store: Store, clock: Clock) -> None:
+    _done(store, 901, callback_url="http://127.0.0.1:9/hook")
+    assert [d.event for d in store.deliveries("r901")] == ["queued", "processing", "success"]
+    clock.now += 1
+    assert [p.request_id for p in store.prune(clock.now, 10)] == ["r901"]
+    assert store.deliveries("r901") == []
+
+
+def test_concurrent_prunes_hand_each_request_out_once(store: Store, clock: Clock) -> None:
+    for i in range(40):
+        _done(store, i)
+    clock.now += 1
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def pruner() -> None:
+        while pruned := store.prune(clock.now, 3):
+            with lock:
+                got.extend(p.request_id for p in pruned)
+
+    threads = [threading.Thread(target=pruner) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == sorted(f"r{i}" for i in range(40))

@@ -16,6 +16,7 @@ from vidqueue.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    RateLimited,
     ServiceError,
     TooLarge,
     Unauthenticated,
@@ -34,6 +35,7 @@ STATUS: dict[type[ServiceError], int] = {
     Conflict: 409,
     TooLarge: 413,
     Unsupported: 415,
+    RateLimited: 429,
     Unavailable: 503,
 }
 
@@ -57,7 +59,7 @@ def _vidqueue_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     status = status_for(exc)
     headers: dict[str, str] = {}
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, Unavailable | RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"

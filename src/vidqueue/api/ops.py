@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -85,6 +85,38 @@ class HttpMetrics:
             if child is None:
                 child = self._children[key] = self.histogram.labels(key[0], key[1], str(status))
             child.observe(time.perf_counter() - start)
+
+
+class RetentionMetrics:
+    """What the retention job of this process deleted (it runs in `vidqueue serve`, beside this registry)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._requests = Counter(
+            "vidqueue_retention_pruned_requests", "Finished requests deleted by retention.", registry=registry
+        )
+        self._media = Counter(
+            "vidqueue_retention_pruned_media", "Media objects deleted by retention.", registry=registry
+        )
+        self._errors = Counter(
+            "vidqueue_retention_media_errors",
+            "Pruned requests whose media could not be deleted (left in storage).",
+            registry=registry,
+        )
+        self._last = Gauge(
+            "vidqueue_retention_last_run_timestamp_seconds",
+            "When the last whole retention pass ended.",
+            registry=registry,
+        )
+
+    def pruned(self, requests: int, media: int, media_errors: int) -> None:
+        """Count one batch."""
+        self._requests.inc(requests)
+        self._media.inc(media)
+        self._errors.inc(media_errors)
+
+    def pass_done(self, at: float) -> None:
+        """Note that a whole pass ended at ``at``."""
+        self._last.set(at)
 
 
 def new_registry(store: Store) -> tuple[CollectorRegistry, Histogram]:

@@ -8,7 +8,7 @@ import orjson
 from fastapi.responses import JSONResponse
 
 from vidqueue.media.storage import Storage
-from vidqueue.store import RequestRecord
+from vidqueue.store import Delivery, RequestRecord
 
 
 class Json(JSONResponse):
@@ -61,4 +61,21 @@ def present_request(record: RequestRecord, storage: Storage, ttl_s: int) -> dict
         "qworker_id": record.qworker_id,
         "attempts": record.attempts,
         "error": record.error,
+    }
+
+
+def present_delivery(delivery: Delivery) -> dict[str, Any]:
+    """One webhook delivery as GET …/deliveries answers it."""
+    return {
+        "delivery_id": delivery.delivery_id,
+        "event": delivery.event,
+        "url": delivery.url,
+        "state": delivery.state,
+        "attempts": delivery.attempts,
+        "created_at": int(delivery.created_at),
+        "next_attempt_at": int(delivery.next_attempt_at) if delivery.state == "pending" else None,
+        "last_attempt_at": _secs(delivery.last_attempt_at),
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "delivered_at": _secs(delivery.delivered_at),
     }

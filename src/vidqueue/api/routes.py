@@ -13,11 +13,22 @@ from fastapi import APIRouter, Header, Query
 from starlette.concurrency import run_in_threadpool
 
 from vidqueue.api.auth import Auth, Caller
-from vidqueue.api.present import Json, present_request
-from vidqueue.api.schemas import ErrorOut, ModelDetails, ModelList, RequestList, RequestOut, StatusName, SubmitBody
+from vidqueue.api.present import Json, present_delivery, present_request
+from vidqueue.api.schemas import (
+    DeliveryList,
+    ErrorOut,
+    ModelDetails,
+    ModelList,
+    RequestList,
+    RequestOut,
+    StatusName,
+    SubmitBody,
+)
 from vidqueue.api.state import AppState
-from vidqueue.errors import NotFound
+from vidqueue.api.webhooks import vet_callback_url
+from vidqueue.errors import FieldError, InvalidInput, NotFound
 from vidqueue.media.images import load_image
+from vidqueue.media.netguard import FetchError
 from vidqueue.store import Idempotency, NewRequest, Status
 
 BASE_PATHS = ("/api/v1/ie/requestqueue/apikey", "/api/v1/ie/requestqueue")
@@ -110,6 +121,8 @@ async def submit(
             return Json(present_request(original, state.storage, state.settings.media_url_ttl_s))
     spec = state.catalog.get(body.model)
     payload = spec.validate(body.payload)
+    if body.callback_url is not None:
+        await run_in_threadpool(_vet_callback_url, body.callback_url, state.settings.allow_private_urls)
     request_id = str(uuid.uuid4())
     input_key: str | None = None
     image_param = spec.image_param()
@@ -133,10 +146,19 @@ async def submit(
             payload=payload,
             priority=body.priority,
             input_key=input_key,
+            callback_url=body.callback_url,
             idempotency=idem,
         ),
     )
     return Json(present_request(record, state.storage, state.settings.media_url_ttl_s))
+
+
+def _vet_callback_url(url: str, allow_private: bool) -> None:
+    """Refuse a callback_url that is not http(s) or points to a private, loopback or link-local address."""
+    try:
+        vet_callback_url(url, allow_private=allow_private)
+    except FetchError as exc:
+        raise InvalidInput(details=[FieldError("callback_url", str(exc))]) from exc
 
 
 def _fingerprint(body: SubmitBody) -> str:
@@ -185,6 +207,22 @@ async def list_requests(
             "next_cursor": page.next_cursor,
         }
     )
+
+
+@router.get(
+    "/requests/{request_id}/deliveries",
+    response_model=None,
+    responses={200: {"model": DeliveryList}},
+    summary="A request's webhook deliveries",
+)
+async def list_deliveries(request_id: str, caller: Auth) -> Json:
+    """Every status change of the request sent (or still to be sent) to its callback_url, oldest first."""
+    state = caller.state
+    record = await state.call(state.store.get, request_id, caller.org_id)
+    if record is None:
+        raise NotFound(f"Request '{request_id}' does not exist.")
+    found = await state.call(state.store.deliveries, request_id)
+    return Json({"request_id": request_id, "deliveries": [present_delivery(d) for d in found]})
 
 
 async def _cancel(request_id: str, caller: Caller) -> Json:

@@ -17,6 +17,13 @@ class SubmitBody(BaseModel):
     model: str = Field(min_length=1, max_length=128, description="A model id from GET /models (case-sensitive).")
     payload: dict[str, Any] = Field(description="The model's parameters; see the model's `parameters`.")
     priority: int = Field(0, ge=-100, le=100, description="Extension: higher runs first within an organisation.")
+    callback_url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2048,
+        description="Extension: every status change is POSTed here, signed the Standard Webhooks way "
+        "(webhook-id, webhook-timestamp, webhook-signature) with the organisation's secret.",
+    )
 
 
 class MediaUrl(BaseModel):
@@ -139,3 +146,28 @@ class ErrorOut(BaseModel):
     error: str
     code: str
     details: list[dict[str, str]] = []
+
+
+class DeliveryOut(BaseModel):
+    """One webhook delivery: a status change of the request, sent or still to be sent to its callback_url."""
+
+    delivery_id: str = Field(description="The webhook-id header; the same on every retry of this delivery.")
+    event: StatusName = Field(description="The status the request changed to.")
+    url: str
+    state: Literal["pending", "delivered", "failed"] = Field(
+        description="pending (to be sent or retried), delivered (a 2xx answer), failed (given up)."
+    )
+    attempts: int
+    created_at: int
+    next_attempt_at: int | None
+    last_attempt_at: int | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: int | None
+
+
+class DeliveryList(BaseModel):
+    """GET /requests/{request_id}/deliveries."""
+
+    request_id: str
+    deliveries: list[DeliveryOut]

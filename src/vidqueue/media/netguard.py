@@ -316,6 +316,36 @@ def _guarded_get(
             client.close()  # a caller's transport stays open for the caller to reuse
 
 
+def post(
+    url: str,
+    content: bytes,
+    *,
+    headers: dict[str, str],
+    allow_private: bool = False,
+    timeout_s: float = 10.0,
+    resolver: Resolver | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> int:
+    """POST ``content`` to ``url`` through the guard (one vetted hop, redirects not followed); answer the status."""
+    deadline = _Deadline(timeout_s)
+    client = httpx.Client(transport=transport, trust_env=False, follow_redirects=False)
+    try:
+        target = vet_url(
+            url, allow_private=allow_private, resolver=resolver, resolve_timeout_s=max(0.0, deadline.remaining())
+        )
+        response = _send(client, target, deadline, headers, method="POST", content=content)
+        response.close()  # only the status matters; a receiver's body is not read
+        return response.status_code
+    except httpx.HTTPError as exc:
+        if deadline.expired():
+            raise FetchError(f"got no answer within {timeout_s:g} s", transient=True) from exc
+        raise FetchError(f"could not be reached: {_describe(exc)}", transient=True) from exc
+    finally:
+        deadline.cancel()
+        if transport is None:
+            client.close()
+
+
 def _resolve(resolver: Resolver, host: str, port: int, timeout_s: float | None) -> Sequence[str]:
     if timeout_s is None:
         return resolver(host, port)
@@ -340,7 +370,14 @@ def _resolve(resolver: Resolver, host: str, port: int, timeout_s: float | None) 
     return result[0]
 
 
-def _send(client: httpx.Client, target: Target, deadline: _Deadline, headers: dict[str, str]) -> httpx.Response:
+def _send(
+    client: httpx.Client,
+    target: Target,
+    deadline: _Deadline,
+    headers: dict[str, str],
+    method: str = "GET",
+    content: bytes | None = None,
+) -> httpx.Response:
     remaining = deadline.remaining()
     if remaining <= 0:
         raise FetchError("could not be fetched within the time limit")
@@ -348,8 +385,9 @@ def _send(client: httpx.Client, target: Target, deadline: _Deadline, headers: di
     if target.url.scheme == "https":
         extensions["sni_hostname"] = target.url.host
     request = client.build_request(
-        "GET",
+        method,
         target.connect_url,
+        content=content,
         headers={
             **headers,
             "Host": target.host_header,

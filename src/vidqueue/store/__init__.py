@@ -7,7 +7,19 @@ from collections.abc import Callable
 
 from vidqueue.store.base import Store
 from vidqueue.store.memory import MemoryStore
-from vidqueue.store.records import ApiKey, Idempotency, NewRequest, Page, QueueStats, Recovered, RequestRecord, Status
+from vidqueue.store.records import (
+    Admission,
+    ApiKey,
+    Attempt,
+    Delivery,
+    Idempotency,
+    NewRequest,
+    Page,
+    QueueStats,
+    Recovered,
+    RequestRecord,
+    Status,
+)
 
 
 def open_store(url: str, clock: Callable[[], float] = time.time) -> Store:
@@ -20,7 +32,10 @@ def open_store(url: str, clock: Callable[[], float] = time.time) -> Store:
 
 
 __all__ = [
+    "Admission",
     "ApiKey",
+    "Attempt",
+    "Delivery",
     "Idempotency",
     "MemoryStore",
     "NewRequest",

@@ -6,7 +6,20 @@ import builtins
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
-from vidqueue.store.records import ApiKey, Idempotency, NewRequest, Page, QueueStats, Recovered, RequestRecord, Status
+from vidqueue.store.records import (
+    Admission,
+    ApiKey,
+    Attempt,
+    Delivery,
+    Idempotency,
+    NewRequest,
+    Page,
+    Pruned,
+    QueueStats,
+    Recovered,
+    RequestRecord,
+    Status,
+)
 
 
 class Store(Protocol):
@@ -46,6 +59,13 @@ class Store(Protocol):
 
     def cancel(self, request_id: str, org_id: str) -> RequestRecord:
         """Cancel a queued request now, or ask the worker to stop a processing one."""
+        ...
+
+    def admission(self, org_id: str, *, recent: int = 0, active_cap: int = 0, queued_cap: int = 0) -> Admission:
+        """In one read: the times of the org's ``recent`` newest submits, and its active and the queued counts.
+
+        Counts stop at their cap (0: not counted), which is all a limit needs and keeps the read short.
+        """
         ...
 
     # -- the worker side -------------------------------------------------------------------------------
@@ -114,6 +134,23 @@ class Store(Protocol):
         """Workers seen within the last ``within_s`` seconds, with their models."""
         ...
 
+    # -- webhooks ----------------------------------------------------------------------------------------
+    def webhook_secret(self, org_id: str, new: Callable[[], str]) -> str:
+        """The organisation's signing secret, created with ``new()`` on first use."""
+        ...
+
+    def claim_deliveries(self, owner: str, limit: int, lease_s: float) -> builtins.list[Delivery]:
+        """Lease up to ``limit`` due deliveries, each the oldest pending one of its request."""
+        ...
+
+    def settle_delivery(self, delivery_id: str, owner: str, attempt: Attempt) -> bool:
+        """Record how an attempt went; False when this owner no longer held the delivery."""
+        ...
+
+    def deliveries(self, request_id: str) -> builtins.list[Delivery]:
+        """A request's deliveries, oldest first."""
+        ...
+
     # -- keys --------------------------------------------------------------------------------------------
     def add_key(self, key: ApiKey) -> None:
         """Store a new API key (hash only)."""
@@ -129,6 +166,16 @@ class Store(Protocol):
 
     def revoke_key(self, key_id: str) -> bool:
         """Revoke a key; answer whether one was revoked."""
+        ...
+
+    # -- retention ---------------------------------------------------------------------------------------
+    def prune(self, finished_before: float, limit: int) -> builtins.list[Pruned]:
+        """Delete up to ``limit`` finished requests that ended before ``finished_before``, oldest first.
+
+        Their idempotency keys and webhook deliveries go in the same transaction (and every key past its window,
+        whatever its request); answers what was deleted, so the caller can delete the media. Safe to run from
+        several processes at once: each row is handed out once.
+        """
         ...
 
     # -- operations --------------------------------------------------------------------------------------

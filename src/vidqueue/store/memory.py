@@ -10,7 +10,10 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from vidqueue.errors import LeaseLost, NotFound
+from vidqueue.store.deliveries import MemoryDeliveries
+from vidqueue.store.pruning import MemoryPruning
 from vidqueue.store.records import (
+    Admission,
     ApiKey,
     Idempotency,
     NewRequest,
@@ -32,7 +35,7 @@ from vidqueue.store.rules import (
 )
 
 
-class MemoryStore:
+class MemoryStore(MemoryDeliveries, MemoryPruning):
     """The store interface over dicts, guarded by one lock."""
 
     inline_calls = True
@@ -46,6 +49,7 @@ class MemoryStore:
         self._workers: dict[str, tuple[builtins.list[str], float]] = {}
         self._keys_used: dict[tuple[str, str], tuple[str, float, str]] = {}  # (org, key) → fingerprint, time, id
         self._wakers: builtins.list[Callable[[str], None]] = []
+        self._init_deliveries()
 
     # -- helpers -----------------------------------------------------------------------------------------
     def _queued_order(self) -> list[RequestRecord]:
@@ -63,6 +67,8 @@ class MemoryStore:
             ensure_transition(row.status, changes["status"])
         new = row.evolve(**changes)
         self._rows[row.request_id] = new
+        if new.status is not row.status:
+            self._record_change(new)
         return copy.deepcopy(new)
 
     def _fenced(self, request_id: str, worker_id: str) -> RequestRecord:
@@ -97,6 +103,7 @@ class MemoryStore:
                 input_key=new.input_key,
             )
             self._rows[row.request_id] = row
+            self._record_change(row)
             out = copy.deepcopy(self._with_position(row))
         for wake in self._wakers:
             wake(new.model)
@@ -169,6 +176,19 @@ class MemoryStore:
             if row.status is Status.PROCESSING and row.cancel_requested_at is None:
                 return self._set(row, cancel_requested_at=now, updated_at=now)
             return copy.deepcopy(row)
+
+    def admission(self, org_id: str, *, recent: int = 0, active_cap: int = 0, queued_cap: int = 0) -> Admission:
+        """In one read: the times of the org's ``recent`` newest submits, and its active and the queued counts."""
+        with self._lock:
+            rows = sorted((r for r in self._rows.values() if r.org_id == org_id), key=lambda r: -r.seq)
+            active = sum(1 for r in rows if r.status in (Status.QUEUED, Status.PROCESSING))
+            queued = sum(1 for r in self._rows.values() if r.status is Status.QUEUED)
+            return Admission(
+                now=self._clock(),
+                recent=tuple(r.created_at for r in rows[:recent]),
+                active=min(active, active_cap),
+                queued=min(queued, queued_cap),
+            )
 
     # -- the worker side -------------------------------------------------------------------------------
     def claim(

@@ -83,6 +83,16 @@ class RequestRecord:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """What a submit is checked against: the organisation's newest submits and active requests, and the queue."""
+
+    now: float  # the store's clock, the one that stamped created_at
+    recent: tuple[float, ...]  # created_at of the organisation's newest requests (as many as asked), newest first
+    active: int  # the organisation's queued and processing requests, counted up to the cap asked
+    queued: int  # queued requests of every organisation, counted up to the cap asked
+
+
+@dataclass(frozen=True)
 class Page:
     """One page of a listing, newest first."""
 
@@ -121,3 +131,77 @@ class QueueStats:
     failures_by_code: dict[tuple[str, str], int] = field(default_factory=dict)
     duration_sum: dict[str, float] = field(default_factory=dict)
     duration_count: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook delivery: a request's status change, to be POSTed to its callback_url."""
+
+    delivery_id: str  # also the webhook-id header: the same on every retry, so receivers can drop repeats
+    seq: int
+    request_id: str
+    org_id: str
+    event: str  # the status the request changed to
+    url: str
+    snapshot: dict[str, Any]  # the request row at the change
+    state: str  # pending | delivered | failed
+    created_at: float
+    next_attempt_at: float
+    attempts: int = 0
+    last_attempt_at: float | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    delivered_at: float | None = None
+
+    def request(self) -> RequestRecord:
+        """The request as it was at the change."""
+        s = self.snapshot
+        return RequestRecord(
+            request_id=s["request_id"],
+            seq=s["seq"],
+            org_id=s["org_id"],
+            model=s["model"],
+            status=Status(s["status"]),
+            payload=s["payload"],
+            created_at=s["created_at"],
+            updated_at=s["updated_at"],
+            queued_at=s["queued_at"],
+            priority=s.get("priority") or 0,
+            outcome=s.get("outcome"),
+            error=s.get("error"),
+            error_code=s.get("error_code"),
+            processing_at=s.get("processing_at"),
+            finished_at=s.get("finished_at"),
+            progress=s.get("progress") or 0,
+            attempts=s.get("attempts") or 0,
+            qworker_id=s.get("qworker_id"),
+        )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one delivery attempt went, and what to do next."""
+
+    ok: bool
+    status_code: int | None = None
+    error: str | None = None
+    retry_at: float | None = None  # when to try again; None after a failure means give up
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """A finished request that retention deleted, with what is needed to delete its media."""
+
+    request_id: str
+    org_id: str
+    input_key: str | None = None
+    outcome: dict[str, Any] | None = None
+
+    def media_keys(self) -> list[str]:
+        """The storage keys the row named: its input image, its videos and its thumbnail."""
+        outcome = self.outcome or {}
+        keys = [self.input_key] if self.input_key else []
+        keys += [m["key"] for m in outcome.get("media") or [] if isinstance(m, dict) and m.get("key")]
+        if outcome.get("thumbnail_key"):
+            keys.append(outcome["thumbnail_key"])
+        return list(dict.fromkeys(keys))

@@ -20,7 +20,11 @@ from sqlalchemy.exc import SQLAlchemyError as _SAError
 
 from vidqueue.errors import LeaseLost, NotFound, StoreUnavailable
 from vidqueue.store import claims, migrate, postgres
+from vidqueue.store.deliveries import SqlDeliveries
+from vidqueue.store.pruning import SqlPruning
+from vidqueue.store.admission import admission_statement
 from vidqueue.store.records import (
+    Admission,
     ApiKey,
     Idempotency,
     NewRequest,
@@ -198,7 +202,7 @@ class _FastSqlite:
         return {**full, "seq": cur.lastrowid}
 
 
-class SqlStore:
+class SqlStore(SqlDeliveries, SqlPruning):
     """The requests table on a SQL database."""
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
@@ -466,6 +470,17 @@ class SqlStore:
                 )
             row = conn.execute(sa.select(requests).where(_R.request_id == request_id)).one()
         return _record(row)
+
+    def admission(self, org_id: str, *, recent: int = 0, active_cap: int = 0, queued_cap: int = 0) -> Admission:
+        """In one read: the times of the org's ``recent`` newest submits, and its active and the queued counts."""
+        params = {"org": org_id, "recent": recent, "active_cap": active_cap, "queued_cap": queued_cap}
+        with self._read(single=True) as conn:
+            now = self._clock()
+            rows = conn.execute(admission_statement(self._engine.dialect.name), params).all()
+        times = sorted((r.created_at for r in rows if r.created_at is not None), reverse=True)
+        # Queued and processing are each counted up to the cap; their sum is capped here.
+        active = min(rows[0].active, active_cap)
+        return Admission(now=now, recent=tuple(times), active=active, queued=rows[0].queued)
 
     # -- the worker side -------------------------------------------------------------------------------
     def claim(
