@@ -54,9 +54,8 @@ def database(prefix: str = "vq_test") -> Iterator[str]:
 def truncate(url: str) -> None:
     """Empty vidqueue's tables (the schema stays), so one database serves many tests."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "TRUNCATE requests, api_keys, workers, idempotency_keys, webhook_deliveries, webhook_secrets RESTART IDENTITY"
-        )
+        tables = "requests, api_keys, workers, idempotency_keys, webhook_deliveries, webhook_secrets"
+        conn.execute(f"TRUNCATE {tables} RESTART IDENTITY")
 
 
 def restart_server(timeout: float = 60) -> None:

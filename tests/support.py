@@ -42,6 +42,9 @@ def fast_env(**extra: str) -> dict[str, str]:
         "VIDQUEUE_PROGRESS_INTERVAL_S": "0.2",
         "VIDQUEUE_SWEEP_INTERVAL_S": "0.5",
         "VIDQUEUE_ALLOW_PRIVATE_URLS": "1",
+        # Stop at once: no drain, and running requests handed straight back (test_shutdown sets both itself).
+        "VIDQUEUE_DRAIN_S": "0",
+        "VIDQUEUE_SHUTDOWN_GRACE_S": "0",
     }
     env.update(extra)
     return env

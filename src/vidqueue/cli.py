@@ -110,6 +110,7 @@ def serve(
 
     from vidqueue.api import create_app
     from vidqueue.api.ops import RetentionMetrics
+    from vidqueue.api.serving import DrainingServer
     from vidqueue.api.state import AppState
     from vidqueue.api.webhooks import Dispatcher
     from vidqueue.bootstrap import catalog_for, describe_storage, describe_store, open_storage
@@ -168,8 +169,19 @@ def serve(
     # process before the workers are stopped. This handler takes that re-raised signal, so the cleanup runs.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _after_uvicorn)
+    # On SIGTERM submits and /readyz answer 503 for the drain while the workers finish within their grace (reads go
+    # on meanwhile); then uvicorn closes. A second signal closes at once and has the workers hand back.
+    server = DrainingServer(
+        uvicorn.Config(api, host=settings.host, port=settings.port, log_level="warning", access_log=False),
+        api.state.vq,
+        drain_s=settings.drain_s,
+        on_stop=supervisor.request_stop,
+        wait=lambda: supervisor.wait(settings.worker.shutdown_grace_s + 15),
+    )
     try:
-        uvicorn.run(api, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+        server.run()
+        if not server.started:
+            sys.exit(3)  # as uvicorn.run does when the app did not start
     finally:
         dispatcher.stop()
         retention.stop()

@@ -4,6 +4,10 @@ Every operation in /openapi.json gets generated calls, valid and invalid by its 
 a bounded number of cases, so a run is repeatable and quick. Whatever is sent, the server must never answer
 5xx, and every answer must be one the document declares for that operation: its status code, its content type,
 its headers and its body's schema. A failure here means the server (or its document) is wrong, not the test.
+
+The cases are driven through schemathesis's strategies with Hypothesis directly, not its pytest plugin: the
+plugin needs the schema at collection time (the server starts in a fixture), and its lazy ``from_fixture``
+form does not run on pytest 9.2 (it writes ``Node._nodeid``, which pytest no longer has).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -19,6 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -30,9 +36,8 @@ from tests.support import Server, running_server
 
 pytestmark = pytest.mark.slow
 
-# Cases per operation and generation mode (valid, then invalid by the schema); derandomized, so every run sends
-# the same calls.
-MAX_EXAMPLES = 40
+# Cases per operation and generation mode; derandomized (a fixed seed), so every run sends the same calls.
+MAX_EXAMPLES = 100
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -45,7 +50,7 @@ FUZZ_SETTINGS = settings(
     derandomize=True,
     database=None,
     deadline=None,
-    # Only generated cases: no replay database, no examples fetched from the document's references.
+    # Generated cases only: no replay database, no examples fetched from the document's references.
     phases=[Phase.generate, Phase.shrink],
     suppress_health_check=list(HealthCheck),
 )
@@ -66,14 +71,20 @@ def test_every_answer_is_documented_and_none_is_a_server_error(fuzzed_server: Se
     failures: dict[str, str] = {}
     started = time.monotonic()
     for result in schema.get_all_operations():
+        if isinstance(result, Err):  # the document describes an operation schemathesis cannot read
+            failures[str(result.err())] = "unreadable in the OpenAPI document"
+            continue
         operation = result.ok()
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        modes = [GenerationMode.POSITIVE]
+        if any(True for _ in operation.iter_parameters()) or len(operation.body) > 0:
+            modes.append(GenerationMode.NEGATIVE)  # an operation that takes nothing has nothing to get wrong
+        for mode in modes:
             label = f"{operation.label} ({mode.value})"
 
             @FUZZ_SETTINGS
             @given(case=operation.as_strategy(generation_mode=mode))
-            def call(case: schemathesis.Case) -> None:
-                sent[label] += 1
+            def call(case: schemathesis.Case[Any]) -> None:
+                sent[label] += 1  # noqa: B023 (run at once, inside this iteration)
                 case.call_and_validate(base_url=fuzzed_server.url, headers=headers, checks=CHECKS, timeout=30)
 
             try:
@@ -81,6 +92,8 @@ def test_every_answer_is_documented_and_none_is_a_server_error(fuzzed_server: Se
             except (Exception, FailureGroup) as exc:  # every operation is fuzzed; failures are reported together
                 failures[label] = f"{type(exc).__name__}: {exc}"
     elapsed = time.monotonic() - started
-    print(f"fuzzed {len(sent)} operation modes, {sum(sent.values())} calls in {elapsed:.1f} s")
-    assert sent, "the document lists no operations"
+    print(f"\nfuzzed {len(sent)} operation modes with {sum(sent.values())} calls in {elapsed:.1f} s")
+    assert len(sent) >= 10, f"too few operations fuzzed: {sorted(sent)}"
     assert not failures, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
+    # The server survived all of it.
+    assert fuzzed_server.proc is not None and fuzzed_server.proc.poll() is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from tests.unit.test_store import Clock, clock, pg_url, store  # noqa: F401  (the conformance fixtures)
+from tests.unit.conftest import Clock
 from vidqueue.store import Attempt, NewRequest, Store
 
 

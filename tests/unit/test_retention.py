@@ -163,5 +163,5 @@ def test_retention_settings_come_from_the_environment_and_may_be_fractional() ->
     assert default.days == 30 and default.max_age_s == 30 * DAY and default.batch == 500
     given = load_settings(env={"VIDQUEUE_RETENTION_DAYS": "0.5", "VIDQUEUE_RETENTION_INTERVAL_S": "60"}).retention
     assert given.max_age_s == 12 * 3600 and given.interval_s == 60
-    with pytest.raises(ConfigError, match="retention.days"):
+    with pytest.raises(ConfigError, match=r"retention\.days"):
         load_settings(env={"VIDQUEUE_RETENTION_DAYS": "0"})

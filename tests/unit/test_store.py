@@ -5,56 +5,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
-from tests import pg
+from tests.unit.conftest import Clock
 from vidqueue.errors import Conflict, LeaseLost, NotFound
 from vidqueue.store import Idempotency, MemoryStore, NewRequest, Status, Store
 from vidqueue.store.keys import hash_key, new_api_key
 from vidqueue.store.sql import SqlStore
-
-
-class Clock:
-    """A clock tests move by hand, so lease expiry needs no sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture()
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    """One PostgreSQL database for the module, migrated once; each test empties it first."""
-    with pg.database() as url:
-        SqlStore.open(url).close()
-        yield url
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    s: Store
-    if request.param == "memory":
-        s = MemoryStore(clock)
-    elif request.param == "sqlite":
-        s = SqlStore.open(f"sqlite:///{tmp_path}/q.db", clock)
-    else:
-        url = request.getfixturevalue("pg_url")
-        pg.truncate(url)
-        s = SqlStore.open(url, clock)
-    yield s
-    s.close()
 
 
 def _new(i: int, org: str = "a", model: str = "m", priority: int = 0) -> NewRequest:
@@ -611,3 +572,26 @@ def test_concurrent_prunes_hand_each_request_out_once(store: Store, clock: Clock
     for t in threads:
         t.join()
     assert sorted(got) == sorted(f"r{i}" for i in range(40))
+
+
+def test_the_sqlite_prune_walks_the_finished_index(tmp_path: Path) -> None:
+    store = SqlStore.open(f"sqlite:///{tmp_path}/q.db")
+    plans: list[str] = []
+
+    def explain(conn: object, cursor: object, statement: str, parameters: object, *args: object) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM REQUESTS"):
+            raw = store._engine.raw_connection()
+            try:
+                rows = raw.cursor().execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall()
+            finally:
+                raw.close()
+            plans.extend(row[3] for row in rows)
+
+    import sqlalchemy as sa
+
+    sa.event.listen(store._engine, "before_cursor_execute", explain)
+    store.prune(1.0, 10)
+    store.close()
+    # The oldest finished rows straight from ix_requests_finished: no reading of every finished row, no sort.
+    assert any("INDEX ix_requests_finished" in step for step in plans), plans
+    assert not any("TEMP B-TREE" in step or "ix_requests_claim" in step for step in plans), plans

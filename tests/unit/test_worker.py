@@ -123,15 +123,51 @@ def test_cancel_is_honoured_between_steps(tmp_path: Path) -> None:
     assert row is not None and row.status is Status.CANCELLED and row.error_code == "cancelled"
 
 
-def test_shutdown_hands_the_request_back_to_the_queue(tmp_path: Path) -> None:
+def test_abandoning_hands_the_running_request_back_to_the_queue(tmp_path: Path) -> None:
     engine = Engine(steps=200, step_s=0.01)
     worker, store = _worker(tmp_path, engine)
     _enqueue(store)
     t = _run_in_background(worker, engine)
-    worker.stopping.set()
+    worker.abandon()
     t.join(10)
     row = store.get("r1")
     assert row is not None and row.status is Status.QUEUED and row.attempts == 0
+
+
+def _run_loop(worker: Worker, engine: Engine, grace_s: float) -> threading.Thread:
+    """Run the claim loop in a thread with this shutdown grace; return once the engine has started a request."""
+    worker.settings = worker.settings.model_copy(update={"shutdown_grace_s": grace_s})
+    t = threading.Thread(target=worker.run)
+    t.start()
+    assert engine.started.wait(5)
+    return t
+
+
+def test_stop_lets_the_running_request_finish_within_the_grace_and_claims_no_more(tmp_path: Path) -> None:
+    engine = Engine(steps=50, step_s=0.01)
+    worker, store = _worker(tmp_path, engine)
+    _enqueue(store, "r1")
+    _enqueue(store, "r2")
+    t = _run_loop(worker, engine, grace_s=10)
+    worker.stop()
+    t.join(10)
+    assert not t.is_alive()
+    first, second = store.get("r1"), store.get("r2")
+    assert first is not None and first.status is Status.SUCCESS
+    assert second is not None and second.status is Status.QUEUED and second.attempts == 0
+
+
+def test_a_request_still_running_when_the_grace_ends_is_handed_back(tmp_path: Path) -> None:
+    engine = Engine(steps=1000, step_s=0.01)
+    worker, store = _worker(tmp_path, engine)
+    _enqueue(store)
+    t = _run_loop(worker, engine, grace_s=0.3)
+    stopped = time.monotonic()
+    worker.stop()
+    t.join(10)
+    assert time.monotonic() - stopped < 3  # the grace and a step, not the 10 s of work
+    row = store.get("r1")
+    assert row is not None and row.status is Status.QUEUED and row.attempts == 0 and row.lease_owner is None
 
 
 def test_result_of_a_worker_that_lost_its_lease_is_dropped(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from fastapi.staticfiles import StaticFiles
 from vidqueue import __version__
 from vidqueue.api import media_routes, ops, routes
 from vidqueue.api.auth import document_auth
-from vidqueue.api.errors import install_error_handlers
+from vidqueue.api.errors import document_errors, install_error_handlers
+from vidqueue.api.limits import BodyLimit
 from vidqueue.api.state import AppState
 from vidqueue.catalog import Catalog
 from vidqueue.config import Settings
@@ -25,12 +26,11 @@ A GMI Cloud-compatible video-generation request queue. Submit a prompt, get a re
 
 
 CONSOLE = Path(__file__).parent / "console"
-MAX_BODY_BYTES = 16 * 1024 * 1024  # a 10 MB image as base64, and the rest of the body
 
 
 def create_app(settings: Settings, store: Store, storage: Storage, catalog: Catalog | None = None) -> FastAPI:
     """Build the ASGI app over a store, media storage and model catalog."""
-    app = FastAPI(title="vidqueue", version=__version__, description=DESCRIPTION, max_body_size=MAX_BODY_BYTES)
+    app = FastAPI(title="vidqueue", version=__version__, description=DESCRIPTION)
     registry, histogram = ops.new_registry(store)
     app.state.vq = AppState(
         settings=settings, store=store, storage=storage, catalog=catalog or Catalog(), registry=registry
@@ -43,11 +43,13 @@ def create_app(settings: Settings, store: Store, storage: Storage, catalog: Cata
     app.include_router(ops.router)
     # The web console: static files shipped in the package, talking to the API above like any client.
     app.mount("/ui", StaticFiles(directory=CONSOLE, html=True), name="console")
+    # Our own cap rather than FastAPI's max_body_size: its 413 is plain text, this one the usual error body.
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(ops.HttpMetrics, histogram=histogram)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_auth(FastAPI.openapi(app), routes.BASE_PATHS)
+            app.openapi_schema = document_errors(document_auth(FastAPI.openapi(app), routes.BASE_PATHS))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -40,11 +40,21 @@ STATUS: dict[type[ServiceError], int] = {
 }
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+_PARSE_FAILURES: dict[type[BaseException], str] = {
+    UnicodeDecodeError: "is not valid JSON: it is not UTF-8 text",
+    RecursionError: "is not valid JSON that can be read: it is nested too deeply",
+    ValueError: "is not valid JSON that can be read: a number in it is too long",
+}
+
+
+# A body of a million unknown keys must not get a million details back (a 12 MB request, a 150 MB answer).
+MAX_DETAILS = 50
 
 
 def error_body(message: str, code: str, details: list[FieldError] | None = None) -> dict[str, Any]:
-    """The body of every non-2xx answer."""
-    return {"error": message, "code": code, "details": [d.as_dict() for d in details or []]}
+    """The body of every non-2xx answer (the first MAX_DETAILS details; the message counts them all)."""
+    return {"error": message, "code": code, "details": [d.as_dict() for d in (details or [])[:MAX_DETAILS]]}
 
 
 def status_for(exc: ServiceError) -> int:
@@ -85,7 +95,7 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"The body must be JSON with 'Content-Type: application/json' (got '{content_type}')."
         return JSONResponse(error_body(message, Unsupported.code), status_code=415)
     details: list[FieldError] = []
-    for err in exc.errors():
+    for err in exc.errors()[:MAX_DETAILS]:  # the first ones name the problem; a million would only cost
         if err.get("type") == "json_invalid":
             details.append(FieldError("body", "is not valid JSON"))
             continue
@@ -94,7 +104,9 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             message = "is not a known field"
         elif err.get("type") == "missing":
             message = "is required"
-        details.append(FieldError(_field_path(tuple(err.get("loc", ()))), message))
+        # A validator of a free-form field (the payload) names the exact spot in ctx["field"].
+        field = str((err.get("ctx") or {}).get("field") or _field_path(tuple(err.get("loc", ()))))
+        details.append(FieldError(field, message))
     first = details[0] if details else FieldError("body", "is invalid")
     message = f"{first.field} {first.message}"
     return JSONResponse(error_body(message, "invalid_request", details), status_code=400)
@@ -105,6 +117,11 @@ def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else "Request failed."
     if exc.status_code == 404 and message == "Not Found":
         message = "There is no such path; see /docs for the API."
+    if exc.status_code == 400 and message == _FASTAPI_PARSE_ERROR:
+        # The JSON reader failed on something other than syntax; answer like any invalid body, naming why.
+        cause = exc.__cause__
+        reason = _PARSE_FAILURES.get(type(cause), "is not valid JSON") if cause is not None else "is not valid JSON"
+        return JSONResponse(error_body(f"body {reason}", "invalid_request", [FieldError("body", reason)]), 400)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return JSONResponse(error_body(message, code), status_code=exc.status_code, headers=exc.headers)
 
@@ -120,3 +137,14 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+
+
+def document_errors(spec: dict[str, Any]) -> dict[str, Any]:
+    """Drop FastAPI's 422 from the OpenAPI document: invalid input answers 400 with the usual error body."""
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+    schemas = spec.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return spec

@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vidqueue.api.schemas import ErrorOut
 from vidqueue.api.state import AppState, get_state
 from vidqueue.errors import StoreUnavailable
 from vidqueue.store import Status, Store
@@ -138,9 +139,21 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The store is reachable and migrated", response_model=None)
+@router.get(
+    "/readyz",
+    summary="The store is reachable and migrated",
+    response_model=None,
+    responses={503: {"model": ErrorOut, "description": "Not ready (store unreachable, or draining); see Retry-After"}},
+)
 def readyz(state: State) -> Any:
-    """200 when the store answers with the current schema, else 503."""
+    """200 when the store answers with the current schema, else 503 (also while draining before a stop)."""
+    if state.draining:
+        # A load balancer stops sending new work here while in-flight calls and status reads still succeed.
+        return JSONResponse(
+            {"status": "draining", "error": "The server is shutting down.", "code": "shutting_down", "details": []},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
     try:
         state.store.ping()
     except StoreUnavailable as exc:
@@ -152,7 +165,14 @@ def readyz(state: State) -> Any:
     return {"status": "ready"}
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
 def metrics(state: State) -> Response:
     """Queue depth by model and status, durations, failures, HTTP timings."""
     return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)

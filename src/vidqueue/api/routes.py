@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Query
 from starlette.concurrency import run_in_threadpool
 
 from vidqueue.api.auth import Auth, Caller
+from vidqueue.api.limits import admit
 from vidqueue.api.present import Json, present_delivery, present_request
 from vidqueue.api.schemas import (
     DeliveryList,
@@ -95,6 +96,7 @@ async def get_model(model_id: str, caller: Auth) -> Json:
         409: {"model": ErrorOut, "description": "Idempotency-Key used before with a different body"},
         413: {"model": ErrorOut, "description": "Body too large"},
         415: {"model": ErrorOut, "description": "Body is not JSON"},
+        429: {"model": ErrorOut, "description": "Over the organisation's limits; retry after Retry-After seconds"},
     },
 )
 async def submit(
@@ -119,6 +121,8 @@ async def submit(
         original = await state.call(state.store.replay, caller.org_id, idem)
         if original is not None:
             return Json(present_request(original, state.storage, state.settings.media_url_ttl_s))
+    # Limits before any work (validation, an image fetch): a refused submit costs one read.
+    await admit(state, caller.org_id)
     spec = state.catalog.get(body.model)
     payload = spec.validate(body.payload)
     if body.callback_url is not None:
@@ -163,7 +167,12 @@ def _vet_callback_url(url: str, allow_private: bool) -> None:
 
 def _fingerprint(body: SubmitBody) -> str:
     """A digest of what a submit asked for, as sent (key order and whitespace do not count)."""
-    canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    try:
+        canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    except (TypeError, ValueError) as exc:
+        # Nesting past ~250 levels or an integer past 64 bits: no model takes either, so refuse it here.
+        rule = "must not nest deeper than 250 levels or hold integers outside the 64-bit range"
+        raise InvalidInput(details=[FieldError("payload", rule)]) from exc
     return hashlib.sha256(canonical).hexdigest()
 
 

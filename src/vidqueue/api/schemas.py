@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 StatusName = Literal["queued", "processing", "success", "failed", "cancelled"]
 
@@ -24,6 +26,57 @@ class SubmitBody(BaseModel):
         description="Extension: every status change is POSTed here, signed the Standard Webhooks way "
         "(webhook-id, webhook-timestamp, webhook-signature) with the organisation's secret.",
     )
+
+    @field_validator("payload")
+    @classmethod
+    def _payload_is_text(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        # JSON may spell a lone surrogate ("\ud800"); no UTF-8 can hold it, so the store could not save it and an
+        # answer could not echo it. The typed fields are checked by pydantic; the free-form payload is checked here.
+        path = _lone_surrogate_path(payload)
+        if path is not None:
+            raise PydanticCustomError(
+                "invalid_text", "is not valid Unicode text (it holds a lone surrogate)", {"field": path}
+            )
+        return payload
+
+
+def _not_utf8(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key.encode('utf-8', 'backslashreplace').decode('utf-8')}"
+
+
+def _lone_surrogate_path(payload: dict[str, Any]) -> str | None:
+    """Where in ``payload`` a key or a string holds a lone surrogate (e.g. ``payload.prompt``), or None."""
+    # Iterative with one iterator per level: memory follows the depth, never the size of a big list.
+    stack: list[tuple[str, Iterator[tuple[Any, Any]]]] = [("payload", iter(payload.items()))]
+    while stack:
+        path, items = stack[-1]
+        for key, value in items:
+            if isinstance(key, str) and _not_utf8(key):
+                return _join(path, key)
+            if isinstance(value, str):
+                if _not_utf8(value):
+                    return _join(path, key)
+            elif isinstance(value, dict):
+                stack.append((_join(path, key), iter(value.items())))
+                break
+            elif isinstance(value, list):
+                stack.append((_join(path, key), enumerate(value)))
+                break
+        else:
+            stack.pop()
+    return None
 
 
 class MediaUrl(BaseModel):

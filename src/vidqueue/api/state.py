@@ -55,6 +55,7 @@ class AppState:
     catalog: Catalog
     keys: KeyCache = field(default_factory=KeyCache)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    draining: bool = False  # set on SIGTERM: submits and /readyz answer 503 until the server closes
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call: inline when the store's calls are local and quick, else in a thread.

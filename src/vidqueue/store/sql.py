@@ -20,9 +20,9 @@ from sqlalchemy.exc import SQLAlchemyError as _SAError
 
 from vidqueue.errors import LeaseLost, NotFound, StoreUnavailable
 from vidqueue.store import claims, migrate, postgres
+from vidqueue.store.admission import admission_statement
 from vidqueue.store.deliveries import SqlDeliveries
 from vidqueue.store.pruning import SqlPruning
-from vidqueue.store.admission import admission_statement
 from vidqueue.store.records import (
     Admission,
     ApiKey,

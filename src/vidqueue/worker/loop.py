@@ -66,7 +66,8 @@ class Worker:
         self.worker_id = worker_id
         self.workdir = workdir
         self._clock = clock
-        self.stopping = threading.Event()
+        self.stopping = threading.Event()  # claim nothing more; running requests may finish within the grace
+        self.abandoning = threading.Event()  # the grace is over: running requests stop and go back to the queue
         self._wake = threading.Event()  # a job ended: a slot is free, claim again without waiting out the poll
         self._lock = threading.Lock()
         self._last_sweep = -float("inf")
@@ -91,8 +92,18 @@ class Worker:
             self._loop = LoopThread()
         self.workdir.mkdir(parents=True, exist_ok=True)
 
+    def stop(self) -> None:
+        """Claim nothing more; running requests get ``shutdown_grace_s`` to finish before they are handed back."""
+        self.stopping.set()
+        self._wake.set()
+
+    def abandon(self) -> None:
+        """Stop now: running requests go back to the queue without counting the attempt."""
+        self.abandoning.set()
+        self.stop()
+
     def run(self) -> None:
-        """Claim and run requests until asked to stop; then let running ones end (they hand back or finish)."""
+        """Claim and run requests until asked to stop; then let running ones finish or, after the grace, hand back."""
         try:
             while not self.stopping.is_set():
                 try:
@@ -104,11 +115,32 @@ class Worker:
                     log.warning("store unavailable, retrying: %s", exc)
                     self.stopping.wait(min(5.0, self.settings.poll_interval_s * 4))
         finally:
+            self._let_running_finish()
             for lane in self._lanes:
                 lane.pool.shutdown(wait=True)
             self.close()
             with contextlib.suppress(StoreUnavailable):
                 self.store.worker_gone(self.worker_id)
+
+    def _running(self) -> int:
+        with self._lock:
+            return sum(lane.running for lane in self._lanes)
+
+    def _let_running_finish(self) -> None:
+        """Wait up to the shutdown grace for running requests to end; then tell the rest to hand back."""
+        # Real time, not the injectable clock: this waits on engines, which run in real time.
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        running = self._running()
+        if running and not self.abandoning.is_set():
+            log.info("stopping: %d running requests get %.0f s to finish", running, self.settings.shutdown_grace_s)
+        while self._running() and not self.abandoning.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("stopping: the grace is over; handing %d requests back to the queue", self._running())
+                break
+            self._wake.wait(min(left, 0.2))
+            self._wake.clear()
+        self.abandoning.set()
 
     def close(self) -> None:
         """Close async engines' clients and stop the event loop."""
@@ -178,7 +210,7 @@ class Worker:
             heartbeat_s=self.settings.heartbeat_s,
             progress_interval_s=self.settings.progress_interval_s,
             resume_state=record.engine_state,
-            stopping=self.stopping,
+            stopping=self.abandoning,
         )
         try:
             with ctx:
@@ -195,8 +227,8 @@ class Worker:
         except JobCancelled as exc:
             if ctx.lease_lost:
                 raise LeaseLost(rid) from None
-            if self.stopping.is_set() and not ctx.cancel_requested:
-                # Shutting down: hand the request back at once instead of losing the attempt.
+            if self.abandoning.is_set() and not ctx.cancel_requested:
+                # Shutting down past the grace: hand the request back at once instead of losing the attempt.
                 self._write_ending(rid, Status.QUEUED, lambda: self.store.release(rid, wid))
             else:
                 message = exc.message

@@ -32,22 +32,32 @@ def _die_with_parent() -> None:
         pass
 
 
-def _relay_stop_signals(stop: Callable[[], None]) -> None:
-    """Call ``stop`` from a thread when SIGTERM or SIGINT arrives.
+def _relay_stop_signals(stop: Callable[[], None], now: Callable[[], None], *, again_is_now: bool) -> None:
+    """Call ``stop`` from a thread when SIGTERM or SIGINT arrives, and ``now`` on SIGUSR1 (or a second one).
 
     A Python signal handler runs between bytecodes of the main thread, which may be inside ``Event.wait`` holding
     the event's lock: calling ``Event.set`` there deadlocks. The C-level wake-up fd carries the signal to a
     thread instead, and the handlers themselves do nothing.
+
+    A supervised worker takes a second SIGTERM or SIGINT as the same request again: one Ctrl-C, or one systemd
+    stop, reaches it from the terminal or service manager and once more from its supervisor. Its supervisor says
+    "hand back now" with SIGUSR1.
     """
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     signal.set_wakeup_fd(write_fd)
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(sig, _ignore)
 
     def relay() -> None:
-        os.read(read_fd, 1)
-        stop()
+        stopping = False
+        while True:
+            signum = os.read(read_fd, 1)[0]
+            if signum == signal.SIGUSR1 or (stopping and again_is_now):
+                now()
+            else:
+                stop()
+                stopping = True
 
     threading.Thread(target=relay, name="signals", daemon=True).start()
 
@@ -75,13 +85,14 @@ def run_worker(settings: Settings, *, supervised: bool = False) -> None:
         workdir=settings.data_dir.resolve() / "work",
     )
 
-    _relay_stop_signals(worker.stopping.set)
+    # The first signal lets running requests finish within the grace; SIGUSR1 hands them back at once.
+    _relay_stop_signals(worker.stop, worker.abandon, again_is_now=not supervised)
     if supervised:
 
         def _watch_parent() -> None:
             while not worker.stopping.wait(1.0):
                 if os.getppid() != parent:
-                    worker.stopping.set()
+                    worker.stop()
 
         threading.Thread(target=_watch_parent, daemon=True).start()
     worker.setup()

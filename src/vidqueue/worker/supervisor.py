@@ -69,6 +69,7 @@ class Supervisor:
         self.store = store
         self.slots = [_Slot(i) for i in range(count)]
         self._stop = threading.Event()
+        self._stop_lock = threading.Lock()
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
 
     def start(self) -> None:
@@ -138,19 +139,53 @@ class Supervisor:
         """The pids of the running worker processes."""
         return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.poll() is None]
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask every worker to stop (they hand back what they hold) and wait for them."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
-        procs = [s.proc for s in self.slots if s.proc is not None]
-        for proc in procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        for proc in procs:
+    def request_stop(self) -> None:
+        """Restart no worker again and SIGTERM each: they claim nothing more and finish within the grace.
+
+        A second call sends SIGUSR1, which makes them hand back what they still run at once.
+        """
+        with self._stop_lock:
+            sig = signal.SIGUSR1 if self._stop.is_set() else signal.SIGTERM
+            self._stop.set()
+            if self._thread.is_alive() and self._thread is not threading.current_thread():
+                self._thread.join(timeout=2)
+            for proc in self._procs():
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every worker to exit; answer whether they all did."""
+        deadline = time.monotonic() + timeout
+        for proc in self._procs():
             try:
-                proc.wait(timeout=timeout)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                return False
+        return True
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask every worker to stop (unless asked already) and wait for them; kill any still there after ``timeout``.
+
+        The default waits out the shutdown grace and a margin, so a worker is killed only when its engine ignored
+        the hand-back; its lease is expired then, so the request goes on elsewhere at once.
+        """
+        if not self._stop.is_set():
+            self.request_stop()
+        if timeout is None:
+            timeout = self.settings.worker.shutdown_grace_s + 15.0
+        if self.wait(timeout):
+            return
+        for proc in self._procs():
+            if proc.poll() is None:
+                log.warning("worker %s did not stop in time; killing it", worker_id_for(proc.pid))
                 proc.kill()
                 proc.wait()
+                with contextlib.suppress(StoreUnavailable):
+                    self.store.expire_leases(worker_id_for(proc.pid))
+                    self.store.worker_gone(worker_id_for(proc.pid))
+        with contextlib.suppress(StoreUnavailable):
+            self.store.recover(self.settings.worker.max_attempts)
+
+    def _procs(self) -> list[subprocess.Popen[bytes]]:
+        return [s.proc for s in self.slots if s.proc is not None]
