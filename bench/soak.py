@@ -81,6 +81,16 @@ class Tally:
     kills: int = 0
     hooks: dict[str, list[str]] = field(default_factory=dict)  # request id → statuses POSTed to the receiver
 
+    def note(self, request_id: str, resp: httpx.Response | None) -> None:
+        """Record a request that a read found ended."""
+        if resp is None or resp.status_code != 200 or resp.json()["status"] not in TERMINAL:
+            return
+        body = resp.json()
+        with self.lock:
+            self.ended[request_id] = body
+            if body["status"] == "success":
+                self.done_s.append(body["finished_at"] - body["created_at"])
+
     def call(self, client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response | None:
         """One API call, timed; a 5xx is recorded, a dropped connection answers None."""
         start = time.perf_counter()
@@ -205,13 +215,7 @@ def poller(api: httpx.Client, tally: Tally, rate: float, stop: threading.Event) 
             open_ids = [rid for rid in tally.accepted if rid not in tally.ended]
         if open_ids:
             rid = random.choice(open_ids)
-            resp = tally.call(api, "GET", f"/requests/{rid}")
-            if resp is not None and resp.status_code == 200 and resp.json()["status"] in TERMINAL:
-                body = resp.json()
-                with tally.lock:
-                    tally.ended[rid] = body
-                    if body["status"] == "success":
-                        tally.done_s.append(body["finished_at"] - body["created_at"])
+            tally.note(rid, tally.call(api, "GET", f"/requests/{rid}"))
         stop.wait(1 / rate)
 
 
@@ -242,13 +246,7 @@ def settle(api: httpx.Client, tally: Tally, timeout: float) -> list[str]:
         if not open_ids:
             return []
         for rid in open_ids:
-            resp = tally.call(api, "GET", f"/requests/{rid}")
-            if resp is not None and resp.status_code == 200 and resp.json()["status"] in TERMINAL:
-                body = resp.json()
-                with tally.lock:
-                    tally.ended[rid] = body
-                    if body["status"] == "success":
-                        tally.done_s.append(body["finished_at"] - body["created_at"])
+            tally.note(rid, tally.call(api, "GET", f"/requests/{rid}"))
         time.sleep(0.5)
     with tally.lock:
         return [rid for rid in tally.accepted if rid not in tally.ended]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -81,6 +82,38 @@ class RequestRecord:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
+    @classmethod
+    def from_mapping(cls, m: Mapping[Any, Any], position: int | None = None) -> RequestRecord:
+        """A record from a row of the requests table, or from a webhook's snapshot of one (missing columns: unset)."""
+        get = m.get
+        return cls(
+            request_id=m["request_id"],
+            seq=m["seq"],
+            org_id=m["org_id"],
+            model=m["model"],
+            status=Status(m["status"]),
+            payload=m["payload"],
+            created_at=m["created_at"],
+            updated_at=m["updated_at"],
+            queued_at=m["queued_at"],
+            priority=get("priority") or 0,
+            outcome=get("outcome"),
+            error=get("error"),
+            error_code=get("error_code"),
+            processing_at=get("processing_at"),
+            finished_at=get("finished_at"),
+            progress=get("progress") or 0,
+            attempts=get("attempts") or 0,
+            qworker_id=get("qworker_id"),
+            lease_owner=get("lease_owner"),
+            lease_expires_at=get("lease_expires_at"),
+            cancel_requested_at=get("cancel_requested_at"),
+            engine_state=get("engine_state"),
+            callback_url=get("callback_url"),
+            input_key=get("input_key"),
+            queue_position=position,
+        )
+
 
 @dataclass(frozen=True)
 class Admission:
@@ -155,27 +188,7 @@ class Delivery:
 
     def request(self) -> RequestRecord:
         """The request as it was at the change."""
-        s = self.snapshot
-        return RequestRecord(
-            request_id=s["request_id"],
-            seq=s["seq"],
-            org_id=s["org_id"],
-            model=s["model"],
-            status=Status(s["status"]),
-            payload=s["payload"],
-            created_at=s["created_at"],
-            updated_at=s["updated_at"],
-            queued_at=s["queued_at"],
-            priority=s.get("priority") or 0,
-            outcome=s.get("outcome"),
-            error=s.get("error"),
-            error_code=s.get("error_code"),
-            processing_at=s.get("processing_at"),
-            finished_at=s.get("finished_at"),
-            progress=s.get("progress") or 0,
-            attempts=s.get("attempts") or 0,
-            qworker_id=s.get("qworker_id"),
-        )
+        return RequestRecord.from_mapping(self.snapshot)
 
 
 @dataclass(frozen=True)

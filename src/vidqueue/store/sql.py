@@ -91,34 +91,7 @@ _DOWN = (OperationalError, InterfaceError)
 
 
 def _record(row: Row[Any] | Mapping[str, Any], position: int | None = None) -> RequestRecord:
-    m = row._mapping if isinstance(row, Row) else row
-    return RequestRecord(
-        request_id=m["request_id"],
-        seq=m["seq"],
-        org_id=m["org_id"],
-        model=m["model"],
-        status=Status(m["status"]),
-        payload=m["payload"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        queued_at=m["queued_at"],
-        priority=m["priority"],
-        outcome=m["outcome"],
-        error=m["error"],
-        error_code=m["error_code"],
-        processing_at=m["processing_at"],
-        finished_at=m["finished_at"],
-        progress=m["progress"],
-        attempts=m["attempts"],
-        qworker_id=m["qworker_id"],
-        lease_owner=m["lease_owner"],
-        lease_expires_at=m["lease_expires_at"],
-        cancel_requested_at=m["cancel_requested_at"],
-        engine_state=m["engine_state"],
-        callback_url=m["callback_url"],
-        input_key=m["input_key"],
-        queue_position=position,
-    )
+    return RequestRecord.from_mapping(row._mapping if isinstance(row, Row) else row, position)
 
 
 def _key(row: Row[Any]) -> ApiKey:
