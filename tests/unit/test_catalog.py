@@ -528,3 +528,18 @@ def test_package_exports_exactly_the_public_names() -> None:
         "local_model",
         "local_spec",
     ]
+
+
+def test_many_unknown_keys_are_named_up_to_a_point_and_counted_after() -> None:
+    payload = {"prompt": PROMPT, **{f"k{i}": i for i in range(1000)}}
+    with pytest.raises(InvalidInput) as caught:
+        Catalog().get(TURBO).validate(payload)
+    details = caught.value.details
+    assert [d.field for d in details[:20]] == [f"payload.k{i}" for i in range(20)]
+    assert len(details) == 21
+    assert (details[-1].field, details[-1].message) == (
+        "payload",
+        "has 980 more keys that are not parameters of model kling-v2-5-turbo",
+    )
+    # The message counts every broken rule, not only the details it names.
+    assert caught.value.message.endswith("(and 999 more)")

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+# Unknown top-level fields of a submit reported one by one; past this many, one error counts them all.
+MAX_UNKNOWN_FIELDS = 20
 
 StatusName = Literal["queued", "processing", "success", "failed", "cancelled"]
 
@@ -26,6 +29,20 @@ class SubmitBody(BaseModel):
         description="Extension: every status change is POSTed here, signed the Standard Webhooks way "
         "(webhook-id, webhook-timestamp, webhook-signature) with the organisation's secret.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _few_unknown_fields(cls, data: Any) -> Any:
+        # extra="forbid" builds one error per unknown field, on the event loop: a 16 MiB body of a million of
+        # them would hold every other call for seconds. More than a few is refused at once, in one error.
+        if isinstance(data, dict) and len(data) > len(cls.model_fields) + MAX_UNKNOWN_FIELDS:
+            unknown = [str(k) for k in data if k not in cls.model_fields]
+            raise PydanticCustomError(
+                "too_many_fields",
+                "has {count} fields that are not allowed (allowed: {allowed}); the first: {first}",
+                {"count": len(unknown), "allowed": ", ".join(cls.model_fields), "first": ", ".join(unknown[:5])},
+            )
+        return data
 
     @field_validator("payload")
     @classmethod

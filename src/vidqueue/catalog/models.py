@@ -18,6 +18,10 @@ FAMILIES: tuple[Family, ...] = ("wan2.1-t2v", "wan2.1-i2v", "wan2.2-ti2v", "ltx-
 UPSTREAM_ENGINES = ("kling", "gmi")
 
 
+# Unknown payload keys named one by one in a 400's details; the rest are counted in one more detail.
+MAX_NAMED_UNKNOWN = 20
+
+
 @dataclass(frozen=True)
 class LocalModel:
     """An open-weight model this server can run itself: its family, weights and native settings."""
@@ -72,10 +76,13 @@ class ModelSpec:
         aliased = self._read_aliases(payload, late)
         known = {p.name for p in self.params} | set(self._aliases())
         allowed = ", ".join(p.name for p in self.params)
-        for key in payload:
-            if key not in known:
-                message = f"is not a parameter of model {self.id} (allowed: {allowed})"
-                late.append(FieldError(f"payload.{key}", message))
+        unknown = [key for key in payload if key not in known]
+        message = f"is not a parameter of model {self.id} (allowed: {allowed})"
+        # Named one by one up to a point: a body of a million unknown keys must not cost a million details.
+        late += [FieldError(f"payload.{key}", message) for key in unknown[:MAX_NAMED_UNKNOWN]]
+        unnamed = max(0, len(unknown) - MAX_NAMED_UNKNOWN)
+        if unnamed:
+            late.append(FieldError("payload", f"has {unnamed} more keys that are not parameters of model {self.id}"))
 
         accepted: dict[str, Any] = {}
         for param in self.params:
@@ -102,7 +109,10 @@ class ModelSpec:
 
         errors += late
         if errors:
-            raise InvalidInput(details=errors)
+            first = errors[0]
+            broken = len(errors) - 1 + (unnamed - 1 if unnamed else 0)  # the summary detail stands for the unnamed
+            summary = f"{first.field} {first.message}" + (f" (and {broken} more)" if broken else "")
+            raise InvalidInput(summary, details=errors)
         return accepted
 
     def parameters(self) -> list[dict[str, Any]]:
