@@ -109,7 +109,7 @@ def serve(
     import uvicorn
 
     from vidqueue.api import create_app
-    from vidqueue.api.ops import RetentionMetrics
+    from vidqueue.api.ops import RetentionMetrics, WebhookMetrics
     from vidqueue.api.serving import DrainingServer
     from vidqueue.api.state import AppState
     from vidqueue.api.webhooks import Dispatcher
@@ -148,14 +148,14 @@ def serve(
     except (ConfigError, Unavailable) as exc:
         fail(exc.message, 2)
     api = create_app(settings, store, media, catalog)
+    state: AppState = api.state.vq
     # Webhook deliveries go out from API processes (every one drains the same outbox), never from workers.
-    dispatcher = Dispatcher(settings, store, media)
+    dispatcher = Dispatcher(settings, store, media, metrics=WebhookMetrics(state.registry))
     dispatcher.start()
     supervisor = Supervisor(settings, store, settings.workers)
     supervisor.start()
     # Retention runs here, beside the API's registry, so /metrics counts what it pruned; with several API
     # machines each runs it, and the store hands every row to one of them only.
-    state: AppState = api.state.vq
     retention = RetentionJob(store, media, settings.retention, report=RetentionMetrics(state.registry))
     retention.start()
     log.info(

@@ -191,6 +191,15 @@ def test_a_failing_receiver_gets_retries_with_the_same_id_until_it_answers(serve
     # The later changes waited for the first: the receiver saw the statuses in order.
     statuses = [p.obj["status"] for p in receiver.posts("/hooks/flaky")]
     assert statuses == ["queued", "queued", "queued", "processing", "success"]
+    # /metrics counts the attempts by how they went (the module's server: other tests' attempts count too).
+    metrics = httpx.get(server.url + "/metrics").text
+    counts = {
+        result: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        for result in ("delivered", "retrying", "failed")
+        if line.startswith(f'vidqueue_webhook_attempts_total{{result="{result}"}}')
+    }
+    assert counts["delivered"] >= 3 and counts["retrying"] >= 2, counts
 
 
 def test_a_dead_or_slow_receiver_never_holds_up_the_request_and_is_given_up(server: Server, receiver: Receiver) -> None:

@@ -88,6 +88,24 @@ class HttpMetrics:
             child.observe(time.perf_counter() - start)
 
 
+class WebhookMetrics:
+    """Webhook delivery attempts of this process's dispatcher, by how they went."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._attempts = Counter(
+            "vidqueue_webhook_attempts",
+            "Webhook delivery attempts: delivered (a 2xx), retrying (to be tried again), failed (given up).",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("delivered", "retrying", "failed"):
+            self._attempts.labels(result)  # shown at 0 from the start, so rates work before the first failure
+
+    def attempted(self, result: str) -> None:
+        """Count one attempt."""
+        self._attempts.labels(result).inc()
+
+
 class RetentionMetrics:
     """What the retention job of this process deleted (it runs in `vidqueue serve`, beside this registry)."""
 

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 
 from vidqueue import __version__
+from vidqueue.api.ops import WebhookMetrics
 from vidqueue.api.present import present_request
 from vidqueue.config import Settings
 from vidqueue.errors import StoreUnavailable
@@ -61,8 +62,16 @@ def retry_at(settings: Settings, delivery: Delivery, now: float) -> float | None
 class Dispatcher:
     """Drains the outbox: a thread that leases due deliveries and sends them from a small pool."""
 
-    def __init__(self, settings: Settings, store: Store, storage: Storage, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        storage: Storage,
+        owner: str | None = None,
+        metrics: WebhookMetrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.store = store
         self.storage = storage
         self.owner = owner or f"webhooks-{os.getpid()}-{secrets.token_hex(3)}"
@@ -118,6 +127,9 @@ class Dispatcher:
         attempt = self._post(delivery, body, headers)
         if not self.store.settle_delivery(delivery.delivery_id, self.owner, attempt):
             log.warning("webhooks: lost the lease of %s while sending it", delivery.delivery_id)
+        result = "delivered" if attempt.ok else ("retrying" if attempt.retry_at is not None else "failed")
+        if self.metrics is not None:
+            self.metrics.attempted(result)
         level = logging.INFO if attempt.ok else logging.WARNING
         log.log(
             level,

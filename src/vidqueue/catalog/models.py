@@ -110,8 +110,8 @@ class ModelSpec:
         errors += late
         if errors:
             first = errors[0]
-            broken = len(errors) - 1 + (unnamed - 1 if unnamed else 0)  # the summary detail stands for the unnamed
-            summary = f"{first.field} {first.message}" + (f" (and {broken} more)" if broken else "")
+            others = len(errors) - 1 + (unnamed - 1 if unnamed else 0)  # the summary detail stands for the unnamed
+            summary = f"{first.field} {first.message}" + (f" (and {others} more)" if others else "")
             raise InvalidInput(summary, details=errors)
         return accepted
 
