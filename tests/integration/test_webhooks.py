@@ -16,6 +16,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from tests.support import Server, decode_video, free_port, run_cli, running_server, submit, wait_for
+from vidqueue import Client
 
 pytestmark = pytest.mark.slow
 
@@ -169,6 +170,10 @@ def test_every_status_change_is_posted_in_order_and_signed(server: Server, recei
         assert [d["event"] for d in listed] == ["queued", "processing", "success"]
         assert [d["delivery_id"] for d in listed] == [p.headers["webhook-id"] for p in posts]
         assert all(d["attempts"] == 1 and d["last_status_code"] == 200 for d in listed)
+    # The SDK reads the same list.
+    with Client(server.url, api_key=server.key) as sdk:
+        typed = sdk.deliveries(rid)
+    assert [(d.event, d.state, d.attempts) for d in typed] == [(d["event"], "delivered", 1) for d in listed]
 
 
 def test_a_failing_receiver_gets_retries_with_the_same_id_until_it_answers(server: Server, receiver: Receiver) -> None:

@@ -18,7 +18,17 @@ from vidqueue.client.errors import (
     VidqueueError,
 )
 from vidqueue.client.sync import Client
-from vidqueue.client.types import MediaUrl, Model, Outcome, OutcomeError, Parameter, PriceInfo, Request, VideoInfo
+from vidqueue.client.types import (
+    Delivery,
+    MediaUrl,
+    Model,
+    Outcome,
+    OutcomeError,
+    Parameter,
+    PriceInfo,
+    Request,
+    VideoInfo,
+)
 
 __all__ = [
     "APIError",
@@ -26,6 +36,7 @@ __all__ = [
     "AuthenticationError",
     "Client",
     "ConflictError",
+    "Delivery",
     "FieldDetail",
     "MediaUrl",
     "Model",

@@ -23,7 +23,7 @@ import httpx
 import pydantic
 
 from vidqueue.client import errors
-from vidqueue.client.types import Model, Request
+from vidqueue.client.types import Delivery, Model, Request
 
 T = TypeVar("T")
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -355,6 +355,12 @@ class Core:
         """A request's current state (with fresh media URLs when it succeeded)."""
         response = yield from self.call("GET", f"/requests/{_segment(request_id)}", retry=True)
         return self._read(Request, response)
+
+    def deliveries(self, request_id: str | Request) -> Steps[list[Delivery]]:
+        """A request's webhook deliveries, oldest first (vidqueue only: GMI Cloud has no webhooks)."""
+        response = yield from self.call("GET", f"/requests/{_segment(request_id)}/deliveries", retry=True)
+        body = self._object(response)
+        return [self._read(Delivery, response, d) for d in body.get("deliveries") or []]
 
     def list_page(
         self, model_id: str | None, status: str | None, limit: int, cursor: str | None

@@ -23,7 +23,7 @@ from vidqueue.client._core import (
     make_core,
 )
 from vidqueue.client.sync import DEFAULT_TIMEOUT
-from vidqueue.client.types import Model, Request
+from vidqueue.client.types import Delivery, Model, Request
 
 T = TypeVar("T")
 
@@ -110,6 +110,10 @@ class AsyncClient:
                 yield request
             if cursor is None:
                 return
+
+    async def deliveries(self, request_id: str | Request) -> builtins.list[Delivery]:
+        """A request's webhook deliveries (to its callback_url), oldest first."""
+        return await self._run(self._core.deliveries(request_id))
 
     async def cancel(self, request_id: str | Request) -> Request:
         """Cancel a request; answers it once the cancel took hold."""

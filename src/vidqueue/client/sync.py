@@ -22,7 +22,7 @@ from vidqueue.client._core import (
     Stream,
     make_core,
 )
-from vidqueue.client.types import Model, Request
+from vidqueue.client.types import Delivery, Model, Request
 
 T = TypeVar("T")
 
@@ -108,6 +108,10 @@ class Client:
             yield from page
             if cursor is None:
                 return
+
+    def deliveries(self, request_id: str | Request) -> builtins.list[Delivery]:
+        """A request's webhook deliveries (to its callback_url), oldest first."""
+        return self._run(self._core.deliveries(request_id))
 
     def cancel(self, request_id: str | Request) -> Request:
         """Cancel a request; answers it once the cancel took hold."""

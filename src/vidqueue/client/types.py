@@ -188,3 +188,19 @@ class Request(_Open):
         """The first result URL, or None before success."""
         urls = self.outcome.urls if self.outcome else []
         return urls[0] if urls else None
+
+
+class Delivery(_Open):
+    """One webhook delivery: a status change of a request, POSTed to its callback_url (a vidqueue extension)."""
+
+    delivery_id: str
+    event: str  # the status the request changed to
+    url: str
+    state: str  # pending, delivered or failed
+    attempts: int = 0
+    created_at: Timestamp = None
+    next_attempt_at: Timestamp = None
+    last_attempt_at: Timestamp = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    delivered_at: Timestamp = None
