@@ -5,6 +5,8 @@ Plain JSON-able data only, so the integration tests can post it to a live server
 
 from __future__ import annotations
 
+import struct
+import zlib
 from typing import Any
 
 TURBO = "kling-v2-5-turbo"
@@ -204,3 +206,18 @@ IMAGE_SHAPES_BAD: list[Any] = [
     None,
     {"url": "https://example.com/a.png"},
 ]
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny, well-formed PNG whose header claims a canvas of width x height (a pixel bomb)."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + chunk(b"IEND", b"")
+    )

@@ -19,10 +19,8 @@ import base64
 import http.server
 import io
 import json
-import struct
 import threading
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +31,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.cases import MASTER, PROMPT, TURBO
+from tests.cases import MASTER, PROMPT, TURBO, png_header_claiming
 from tests.support import Server, running_server, submit, wait_for
 
 pytestmark = pytest.mark.slow
@@ -109,21 +107,6 @@ def many_keys(n: int, where: str) -> bytes:
 
 def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
-
-
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A tiny, well-formed PNG whose header claims a canvas of width x height (a pixel bomb)."""
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
-        + chunk(b"IEND", b"")
-    )
 
 
 PIXEL_BOMB = "data:image/png;base64," + base64.b64encode(png_header_claiming(50_000, 50_000)).decode()

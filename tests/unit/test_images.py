@@ -10,11 +10,9 @@ import ipaddress
 import os
 import shutil
 import ssl
-import struct
 import subprocess
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.cases import png_header_claiming
 from vidqueue.errors import InvalidImage
 from vidqueue.media.images import CheckedImage, check_image, load_image
 from vidqueue.media.netguard import BlockedAddress, blocked_reason, fetch, parse_networks
@@ -37,21 +36,6 @@ def jpeg_bytes(width: int = 640, height: int = 480) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), (200, 100, 50)).save(buf, "JPEG", quality=80)
     return buf.getvalue()
-
-
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A tiny, well-formed PNG whose header claims a canvas of width x height (a pixel bomb)."""
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
-        + chunk(b"IEND", b"")
-    )
 
 
 def refusal(exc: pytest.ExceptionInfo[InvalidImage]) -> str:
