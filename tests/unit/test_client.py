@@ -117,6 +117,7 @@ def test_all_names_exactly_the_public_surface_and_each_is_importable() -> None:
         "Outcome",
         "OutcomeError",
         "MediaUrl",
+        "Delivery",
         "VideoInfo",
         "__version__",
     }
