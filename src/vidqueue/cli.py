@@ -176,7 +176,7 @@ def serve(
         api.state.vq,
         drain_s=settings.drain_s,
         on_stop=supervisor.request_stop,
-        wait=lambda: supervisor.wait(settings.worker.shutdown_grace_s + 15),
+        wait=lambda: supervisor.wait(supervisor.stop_timeout_s),
     )
     try:
         server.run()

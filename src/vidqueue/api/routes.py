@@ -26,10 +26,10 @@ from vidqueue.api.schemas import (
     SubmitBody,
 )
 from vidqueue.api.state import AppState
-from vidqueue.api.webhooks import vet_callback_url
 from vidqueue.errors import FieldError, InvalidInput, NotFound
 from vidqueue.media.images import load_image
-from vidqueue.media.netguard import FetchError
+from vidqueue.media.netguard import FetchError, vet_url
+from vidqueue.media.storage import media_key
 from vidqueue.store import Idempotency, NewRequest, Status
 
 BASE_PATHS = ("/api/v1/ie/requestqueue/apikey", "/api/v1/ie/requestqueue")
@@ -139,7 +139,7 @@ async def submit(
             max_bytes=state.settings.images.max_bytes,
             field=f"payload.{image_param}",
         )
-        input_key = f"requests/{request_id}/input.{'png' if image.format == 'png' else 'jpg'}"
+        input_key = media_key(request_id, f"input.{'png' if image.format == 'png' else 'jpg'}")
         await run_in_threadpool(state.storage.put_bytes, input_key, image.data, image.content_type)
     record = await state.call(
         state.store.enqueue,
@@ -160,7 +160,7 @@ async def submit(
 def _vet_callback_url(url: str, allow_private: bool) -> None:
     """Refuse a callback_url that is not http(s) or points to a private, loopback or link-local address."""
     try:
-        vet_callback_url(url, allow_private=allow_private)
+        vet_url(url, allow_private=allow_private, resolve_timeout_s=5.0)
     except FetchError as exc:
         raise InvalidInput(details=[FieldError("callback_url", str(exc))]) from exc
 

@@ -172,8 +172,3 @@ class Dispatcher:
         if org_id not in self._secrets:
             self._secrets[org_id] = self.store.webhook_secret(org_id, new_secret)
         return self._secrets[org_id]
-
-
-def vet_callback_url(url: str, *, allow_private: bool, timeout_s: float = 5.0) -> None:
-    """Refuse a callback_url that is not http(s) or points to a private address (raises netguard.FetchError)."""
-    netguard.vet_url(url, allow_private=allow_private, resolve_timeout_s=timeout_s)

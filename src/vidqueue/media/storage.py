@@ -48,6 +48,16 @@ class Storage(Protocol):
         ...
 
 
+def request_prefix(request_id: str) -> str:
+    """The folder of a request's files: its input image, videos and thumbnail."""
+    return f"requests/{request_id}/"
+
+
+def media_key(request_id: str, name: str) -> str:
+    """The storage key of one of a request's files."""
+    return request_prefix(request_id) + name
+
+
 def check_key(key: str) -> str:
     """Return ``key`` if it is a safe relative key (no ``..``, ``/`` first or backslash); else raise ValueError."""
     if not key or "\x00" in key or "\\" in key or key.startswith("/"):

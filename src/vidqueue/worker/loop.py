@@ -17,7 +17,7 @@ from typing import Any, cast
 from vidqueue.config import WorkerSettings
 from vidqueue.engines.base import AnyEngine, AsyncEngine, Engine, GeneratedMedia, Job
 from vidqueue.errors import JobCancelled, JobFailed, LeaseLost, NotFound, StoreUnavailable
-from vidqueue.media.storage import Storage
+from vidqueue.media.storage import Storage, media_key
 from vidqueue.store import RequestRecord, Status, Store
 from vidqueue.worker.aio import LoopThread
 from vidqueue.worker.context import RunContext, through_outages
@@ -26,11 +26,6 @@ log = logging.getLogger("vidqueue.worker")
 
 # How often an idle worker says it is alive (model details list live workers as `qworkers`).
 _PRESENCE_S = 5.0
-
-
-def media_key(request_id: str, name: str) -> str:
-    """The storage key of one of a request's files."""
-    return f"requests/{request_id}/{name}"
 
 
 class _Lane:

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from vidqueue.config import RetentionSettings
 from vidqueue.errors import StoreUnavailable
-from vidqueue.media.storage import Storage
+from vidqueue.media.storage import Storage, request_prefix
 from vidqueue.store import Store
 from vidqueue.store.records import Pruned
 
@@ -49,11 +49,6 @@ class PruneReport(Protocol):
     def pass_done(self, at: float) -> None:
         """Note that a whole pass ended at ``at``."""
         ...
-
-
-def request_prefix(request_id: str) -> str:
-    """The storage folder of a request's files (its input image, videos and thumbnail; see ``loop.media_key``)."""
-    return f"requests/{request_id}/"
 
 
 def delete_media(storage: Storage, pruned: Sequence[Pruned]) -> PruneCounts:

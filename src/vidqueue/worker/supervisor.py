@@ -123,13 +123,7 @@ class Supervisor:
                 pause = min(60.0, 0.5 * 2 ** (slot.quick_deaths - 1)) if slot.quick_deaths > 1 else 0.0
                 slot.not_before = time.monotonic() + pause
                 log.warning("worker %s exited with %s; restarting it in %.1f s", dead, proc.returncode, pause)
-                try:
-                    # Its lease would expire by itself; expiring it now lets the request go on at once.
-                    self.store.expire_leases(dead)
-                    self.store.recover(self.settings.worker.max_attempts)
-                    self.store.worker_gone(dead)
-                except StoreUnavailable as exc:
-                    log.warning("could not hand back %s's requests yet: %s", dead, exc)
+                self._hand_back(dead)
                 if self._stop.is_set():
                     return
                 if pause == 0.0:
@@ -172,20 +166,28 @@ class Supervisor:
         """
         if not self._stop.is_set():
             self.request_stop()
-        if timeout is None:
-            timeout = self.settings.worker.shutdown_grace_s + 15.0
-        if self.wait(timeout):
+        if self.wait(self.stop_timeout_s if timeout is None else timeout):
             return
         for proc in self._procs():
             if proc.poll() is None:
                 log.warning("worker %s did not stop in time; killing it", worker_id_for(proc.pid))
                 proc.kill()
                 proc.wait()
-                with contextlib.suppress(StoreUnavailable):
-                    self.store.expire_leases(worker_id_for(proc.pid))
-                    self.store.worker_gone(worker_id_for(proc.pid))
-        with contextlib.suppress(StoreUnavailable):
+                self._hand_back(worker_id_for(proc.pid))
+
+    @property
+    def stop_timeout_s(self) -> float:
+        """How long a stop waits for the workers: their shutdown grace and a margin to hand back."""
+        return self.settings.worker.shutdown_grace_s + 15.0
+
+    def _hand_back(self, worker_id: str) -> None:
+        """Requeue the requests of a worker that is gone, at once rather than when its lease would expire."""
+        try:
+            self.store.expire_leases(worker_id)
             self.store.recover(self.settings.worker.max_attempts)
+            self.store.worker_gone(worker_id)
+        except StoreUnavailable as exc:
+            log.warning("could not hand back %s's requests yet: %s", worker_id, exc)
 
     def _procs(self) -> list[subprocess.Popen[bytes]]:
         return [s.proc for s in self.slots if s.proc is not None]
