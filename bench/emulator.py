@@ -47,6 +47,9 @@ class BenchContext:
     def checkpoint(self, state: dict[str, Any]) -> None:
         pass
 
+    def stage_done(self) -> None:
+        pass
+
 
 def pin_to_one_core() -> int | None:
     """Pin this process to its first allowed CPU; the CPU number, or None where affinity is unsupported."""

@@ -13,7 +13,17 @@ TURBO = "kling-v2-5-turbo"
 MASTER = "Kling-Text2Video-V2-Master"
 MODEL_IDS = (TURBO, MASTER)
 # What GET /models lists by default: the seed models, then the built-in open-weight models (emulated until routed).
-OPEN_MODEL_IDS = ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "wan2.2-ti2v-5b", "ltx-video")
+OPEN_MODEL_IDS = (
+    "wan2.1-t2v-1.3b",
+    "wan2.1-t2v-14b",
+    "wan2.1-i2v-14b-480p",
+    "wan2.2-ti2v-5b",
+    "wan2.2-t2v-a14b",
+    "wan2.2-i2v-a14b",
+    "ltx-video",
+    "hunyuanvideo-1.5-t2v",
+    "hunyuanvideo-1.5-i2v",
+)
 LISTED_MODEL_IDS = [*MODEL_IDS, *OPEN_MODEL_IDS]
 
 PROMPT = "A red fox trotting through fresh snow at dawn"

@@ -8,7 +8,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from vidqueue.catalog import DEFAULT_MODELS, Catalog, ModelSpec, local_model, local_spec
+from vidqueue.catalog import DEFAULT_MODELS, FAMILIES, Catalog, ModelSpec, local_model, local_spec
 from vidqueue.config import Settings
 from vidqueue.errors import ConfigError
 from vidqueue.media.storage import LocalStorage, Storage
@@ -106,7 +106,7 @@ def catalog_for(settings: Settings) -> Catalog:
             continue  # a plain re-route: build_engines checks the engine can serve the model
         family = route.family or (local.family if local else None)
         if family is None:
-            raise ConfigError(f"{where} needs a family (wan2.1-t2v, wan2.1-i2v, wan2.2-ti2v or ltx-video).")
+            raise ConfigError(f"{where} needs a family ({', '.join(FAMILIES)}).")
         weights = route.weights or (local.weights if local and local.family == family else None)
         if weights is None:
             raise ConfigError(f"{where} needs weights: a hub id or a local folder.")
@@ -119,6 +119,8 @@ def catalog_for(settings: Settings) -> Catalog:
                 steps=route.steps or (base.steps if base else None),
                 fps=route.fps or (base.fps if base else None),
                 sizes={**(base.sizes if base else {}), **{str(k): v for k, v in (route.sizes or {}).items()}},
+                max_steps=route.max_steps,
+                guidance=route.guidance,
             )
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from exc

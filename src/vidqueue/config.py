@@ -9,12 +9,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vidqueue.errors import ConfigError
 
 EngineKind = Literal["emulator", "kling", "gmi", "diffusers"]
-Family = Literal["wan2.1-t2v", "wan2.1-i2v", "wan2.2-ti2v", "ltx-video"]
+Family = Literal[
+    "wan2.1-t2v",
+    "wan2.1-i2v",
+    "wan2.2-ti2v",
+    "wan2.2-t2v",
+    "wan2.2-i2v",
+    "ltx-video",
+    "hunyuanvideo-1.5-t2v",
+    "hunyuanvideo-1.5-i2v",
+]
 Dtype = Literal["float32", "float16", "bfloat16"]
 AspectRatio = Literal["16:9", "9:16", "1:1"]
 
@@ -66,6 +75,13 @@ class GmiSettings(UpstreamSettings):
     base_url: str = "https://console.gmicloud.ai"
 
 
+# diffusers' attention backends are named by this pattern ("native", "flash", "_native_cudnn", "sage", …); the
+# worker checks the name against diffusers' own list when it loads (the API process never imports diffusers).
+_BACKEND_NAME = r"^_?[a-z][a-z0-9_]*$"
+_CLASS_NAME = r"^[A-Z][A-Za-z0-9]*$"
+CacheKind = Literal["first_block", "taylorseer", "mag"]
+
+
 class DiffusersSettings(_Section):
     """Defaults of every model the diffusers engine runs (a [models."ID"] table overrides them per model)."""
 
@@ -74,6 +90,37 @@ class DiffusersSettings(_Section):
     max_resident: int = Field(1, ge=1, le=16)  # pipelines kept loaded per worker; the least recently used goes
     cpu_offload: bool = False  # model CPU offload: less GPU memory, slower
     vae_tiling: bool = False  # decode in tiles: less memory for large frames
+    # Regional compile of the transformer's repeated blocks, warmed up at load; None: on for a GPU, off on a CPU.
+    compile: bool | None = None
+    attention_backend: str | None = Field(None, pattern=_BACKEND_NAME)  # unset: PyTorch's own choice
+    # The host work of a video (MP4 encode, thumbnail, upload) runs while the GPU starts the next request.
+    overlap: bool = True
+
+
+class LoraSettings(_Section):
+    """One LoRA adapter, fused into the model's weights at load."""
+
+    path: str = Field(min_length=1)  # a local .safetensors file, a folder holding one, or a hub id
+    scale: float = Field(1.0, ge=-10, le=10)
+    weight_name: str | None = None  # the file inside a folder or hub repository, when it holds several
+    # Which transformer it adapts: the first, the second (Wan 2.2 A14B's low-noise expert), or both.
+    target: Literal["transformer", "transformer_2", "both"] = "transformer"
+
+
+class CacheSettings(_Section):
+    """A diffusers cache hook: skips transformer work between similar steps (lossy, faster)."""
+
+    model_config = ConfigDict(extra="allow")  # other keys go to the diffusers config class as they are
+
+    kind: CacheKind
+    threshold: float | None = Field(None, gt=0, le=10)
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of the diffusers config class (``threshold`` and any other key given)."""
+        extra = dict(self.model_extra or {})
+        if self.threshold is not None:
+            extra["threshold"] = self.threshold
+        return extra
 
 
 def _size(value: Any) -> tuple[int, int]:
@@ -170,6 +217,21 @@ class ModelRoute(_Section):
     dtype: Dtype | None = None
     cpu_offload: bool | None = None
     vae_tiling: bool | None = None
+    compile: bool | None = None
+    attention_backend: str | None = Field(None, pattern=_BACKEND_NAME)
+    # Few-step and cached modes, all opt-in and per model.
+    lora: list[LoraSettings] = Field(default_factory=list, max_length=8)
+    scheduler: str | None = Field(None, pattern=_CLASS_NAME)  # a diffusers scheduler class, from the model's config
+    scheduler_options: dict[str, float | int | bool | str] = Field(default_factory=dict)
+    guidance: float | None = Field(None, ge=0, le=50)  # fixes the guidance scale; 1.0: one pass per step
+    max_steps: int | None = Field(None, ge=1, le=200)  # the largest num_inference_steps a request may ask for
+    cache: CacheSettings | None = None
+
+    @model_validator(mode="after")
+    def _steps_within_max(self) -> ModelRoute:
+        if self.steps is not None and self.max_steps is not None and self.steps > self.max_steps:
+            raise ValueError(f"steps ({self.steps}) must not exceed max_steps ({self.max_steps})")
+        return self
 
 
 class Settings(_Section):

@@ -10,9 +10,11 @@ import av
 import httpx
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cases import LISTED_MODEL_IDS, MASTER, PROMPT, TURBO, VALID, VIOLATIONS
 from tests.support import BASE, SDK_BASE, Server, submit, wait_for
+from vidqueue.store.sql import SqlStore
 
 
 def _decode(data: bytes) -> dict[str, Any]:
@@ -353,6 +355,33 @@ def test_health_ready_metrics_and_docs(server: Server, api: httpx.Client) -> Non
     spec = httpx.get(server.url + "/openapi.json").json()
     assert f"{BASE}/requests" in spec["paths"]
     assert httpx.get(server.url + "/docs").status_code == 200
+
+
+def test_metrics_show_the_facts_a_worker_wrote_to_the_store(server: Server) -> None:
+    # A worker elsewhere (its own process or machine) publishes through the shared store; the API reads it per scrape.
+    store = SqlStore.open(f"sqlite:///{server.data_dir / 'vidqueue.db'}")
+    facts = {"compile_seconds": {"wan-2.1": 12.5}, "load_seconds": {"wan-2.1": 4.25}, "Not-A-Name": {"wan-2.1": 1.0}}
+    try:
+        store.worker_seen("worker-facts-test", ["wan-2.1"], facts)
+        metrics = httpx.get(server.url + "/metrics").text
+    finally:
+        store.worker_gone("worker-facts-test")
+        store.close()
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    shown = {
+        (f.name, s.labels["worker"], s.labels["model"]): s.value
+        for f in families.values()
+        if f.name.startswith("vidqueue_worker_")
+        for s in f.samples
+    }
+    assert shown[("vidqueue_worker_compile_seconds", "worker-facts-test", "wan-2.1")] == 12.5
+    assert shown[("vidqueue_worker_load_seconds", "worker-facts-test", "wan-2.1")] == 4.25
+    assert families["vidqueue_worker_compile_seconds"].documentation == (
+        "Seconds the worker spent compiling the model's pipeline (torch.compile warm-up at load)."
+    )
+    assert families["vidqueue_worker_compile_seconds"].type == "gauge"
+    assert "Not-A-Name" not in metrics
+    assert families["vidqueue_workers"].samples[0].value >= 1  # the test's worker is counted with the server's own
 
 
 def test_unknown_path_answers_json_error(server: Server) -> None:

@@ -66,6 +66,9 @@ class Ctx:
     def checkpoint(self, state: dict[str, Any]) -> None:
         self.resume_state = state
 
+    def stage_done(self) -> None:
+        pass
+
 
 def _count_transformer_calls(engine: DiffusersEngine, run: LocalRun) -> list[int]:
     """Wrap the resident pipeline's transformer so each forward pass is counted."""

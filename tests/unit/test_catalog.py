@@ -446,13 +446,23 @@ def test_image_param_names_the_image_parameter() -> None:
 # --- the catalog ---
 
 
-BUILT_IN_IDS = ["wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "wan2.2-ti2v-5b", "ltx-video"]
+BUILT_IN_IDS = [
+    "wan2.1-t2v-1.3b",
+    "wan2.1-t2v-14b",
+    "wan2.1-i2v-14b-480p",
+    "wan2.2-ti2v-5b",
+    "wan2.2-t2v-a14b",
+    "wan2.2-i2v-a14b",
+    "ltx-video",
+    "hunyuanvideo-1.5-t2v",
+    "hunyuanvideo-1.5-i2v",
+]
 
 
 def test_catalog_holds_the_two_seed_models_then_the_built_in_open_models() -> None:
     assert CATALOG.ids() == [TURBO, MASTER, *BUILT_IN_IDS]
     assert [m.id for m in CATALOG] == CATALOG.ids()
-    assert len(CATALOG) == 7
+    assert len(CATALOG) == 11
     assert TURBO in CATALOG
     assert [m.id for m in SEED_MODELS] == [TURBO, MASTER]
 
@@ -521,6 +531,7 @@ def test_package_exports_exactly_the_public_names() -> None:
         "BUILT_IN_MODELS",
         "Catalog",
         "DEFAULT_MODELS",
+        "FAMILIES",
         "LocalModel",
         "ModelSpec",
         "Param",

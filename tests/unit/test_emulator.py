@@ -46,6 +46,9 @@ class FakeContext:
     def checkpoint(self, state: dict[str, Any]) -> None:
         self.checkpoints.append(state)
 
+    def stage_done(self) -> None:
+        pass
+
 
 class FakeSleep:
     """Records requested sleeps instead of sleeping."""

@@ -306,6 +306,32 @@ def test_live_workers_and_stats(store: Store, clock: Clock) -> None:
     assert stats.duration_sum == {"m": 3.0} and stats.duration_count == {"m": 1}
 
 
+def test_worker_facts_are_published_kept_until_replaced_and_only_for_live_workers(store: Store, clock: Clock) -> None:
+    store.worker_seen("w1", ["m"])
+    store.worker_seen("w2", ["m", "x"], {"compile_seconds": {"m": 12.5, "x": 3}, "load_seconds": {"m": 4.25}})
+    assert store.worker_facts(30) == {
+        "w1": {},
+        "w2": {"compile_seconds": {"m": 12.5, "x": 3.0}, "load_seconds": {"m": 4.25}},
+    }
+    # A heartbeat without facts (None) keeps those stored; new facts replace them whole.
+    clock.now += 10
+    store.worker_seen("w2", ["m", "x"])
+    assert store.worker_facts(30)["w2"] == {"compile_seconds": {"m": 12.5, "x": 3.0}, "load_seconds": {"m": 4.25}}
+    store.worker_seen("w2", ["m"], {"load_seconds": {"m": 1.0}, "bad": {"m": float("nan")}})
+    assert store.worker_facts(30)["w2"] == {"load_seconds": {"m": 1.0}, "bad": {}}  # JSON has no NaN: dropped
+    # Only workers seen within the window: w1 was last seen 25 s ago, w2 just now.
+    clock.now += 15
+    store.worker_seen("w2", ["m"])
+    assert set(store.worker_facts(30)) == {"w1", "w2"}
+    assert set(store.worker_facts(20)) == {"w2"}
+    clock.now += 100
+    assert store.worker_facts(30) == {}
+    # A worker that is gone takes its facts with it; seen again, it starts with none.
+    store.worker_gone("w2")
+    store.worker_seen("w2", ["m"])
+    assert store.worker_facts(30) == {"w2": {}}
+
+
 def test_an_idempotency_key_gives_back_the_original_request_within_its_window(store: Store, clock: Clock) -> None:
     idem = Idempotency("k1", "fp-a")
     first = store.enqueue(replace(_new(1), idempotency=idem))

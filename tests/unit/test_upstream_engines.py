@@ -80,6 +80,9 @@ class Ctx:
         if self._on_checkpoint is not None:
             self._on_checkpoint(state)
 
+    def stage_done(self) -> None:
+        pass
+
 
 def job(model: str = MASTER, *, payload: dict[str, Any] | None = None, image: bytes | None = None) -> Job:
     """A job with a fresh request id and the payload the catalog would have filled in."""

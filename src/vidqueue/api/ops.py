@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -20,6 +21,34 @@ from vidqueue.store import Status, Store
 
 router = APIRouter(tags=["operations"])
 State = Annotated[AppState, Depends(get_state)]
+
+
+# What workers publish about themselves (Store.worker_seen's facts), each shown as a gauge vidqueue_worker_<name>
+# by worker and model. A name not listed here is shown too (with a plain help text) if it is [a-z_]+.
+WORKER_FACTS = {
+    "compile_seconds": "Seconds the worker spent compiling the model's pipeline (torch.compile warm-up at load).",
+    "load_seconds": "Seconds the worker spent loading the model's pipeline.",
+}
+_FACT_NAME = re.compile(r"[a-z_]+")
+
+
+def worker_fact_metrics(facts: dict[str, dict[str, dict[str, float]]]) -> list[GaugeMetricFamily]:
+    """One gauge per fact name (the known ones always), labelled by worker and model, from worker_facts()."""
+    names = set(WORKER_FACTS) | {n for per in facts.values() for n in per if _FACT_NAME.fullmatch(n)}
+    gauges = {
+        n: GaugeMetricFamily(
+            f"vidqueue_worker_{n}",
+            WORKER_FACTS.get(n, f"Worker fact {n}, by worker and model."),
+            labels=["worker", "model"],
+        )
+        for n in sorted(names)
+    }
+    for worker, per in sorted(facts.items()):
+        for name, by_model in sorted(per.items()):
+            if name in gauges:
+                for model, value in sorted(by_model.items()):
+                    gauges[name].add_metric([worker, model], value)
+    return list(gauges.values())
 
 
 class QueueCollector(Collector):
@@ -50,9 +79,11 @@ class QueueCollector(Collector):
         )
         for model, total in sorted(stats.duration_sum.items()):
             durations.add_metric([model], count_value=stats.duration_count[model], sum_value=total)
+        facts = self._store.worker_facts(30.0)  # every live worker, so it counts them too: one read
         workers = GaugeMetricFamily("vidqueue_workers", "Workers seen in the last 30 s.")
-        workers.add_metric([], len(self._store.live_workers(30.0)))
+        workers.add_metric([], len(facts))
         yield from (requests, depth, failures, durations, workers)
+        yield from worker_fact_metrics(facts)
 
 
 class HttpMetrics:
@@ -192,5 +223,5 @@ def readyz(state: State) -> Any:
     },
 )
 def metrics(state: State) -> Response:
-    """Queue depth by model and status, durations, failures, HTTP timings."""
+    """Queue depth by model and status, durations, failures, workers and their load/compile seconds, HTTP timings."""
     return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,7 @@ Catalog     the models a server offers, by exact id (registry.py)
 """
 
 from vidqueue.catalog.families import BUILT_IN_MODELS, local_model, local_spec
-from vidqueue.catalog.models import LocalModel, ModelSpec
+from vidqueue.catalog.models import FAMILIES, LocalModel, ModelSpec
 from vidqueue.catalog.params import Param
 from vidqueue.catalog.registry import DEFAULT_MODELS, Catalog
 from vidqueue.catalog.seeds import SEED_MODELS
@@ -16,6 +16,7 @@ from vidqueue.catalog.seeds import SEED_MODELS
 __all__ = [
     "BUILT_IN_MODELS",
     "DEFAULT_MODELS",
+    "FAMILIES",
     "SEED_MODELS",
     "Catalog",
     "LocalModel",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from vidqueue.catalog.params import Param
 from vidqueue.errors import FieldError, InvalidInput
@@ -13,8 +13,17 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 _Given = list[tuple[str, Any]]  # the values given for one parameter, each with its dotted path
 
-Family = Literal["wan2.1-t2v", "wan2.1-i2v", "wan2.2-ti2v", "ltx-video"]
-FAMILIES: tuple[Family, ...] = ("wan2.1-t2v", "wan2.1-i2v", "wan2.2-ti2v", "ltx-video")
+Family = Literal[
+    "wan2.1-t2v",
+    "wan2.1-i2v",
+    "wan2.2-ti2v",
+    "wan2.2-t2v",
+    "wan2.2-i2v",
+    "ltx-video",
+    "hunyuanvideo-1.5-t2v",
+    "hunyuanvideo-1.5-i2v",
+]
+FAMILIES: tuple[Family, ...] = get_args(Family)
 UPSTREAM_ENGINES = ("kling", "gmi")
 
 
@@ -31,6 +40,8 @@ class LocalModel:
     steps: int
     fps: int
     sizes: dict[str, tuple[int, int]] = field(hash=False)  # aspect ratio → (width, height)
+    max_steps: int | None = None  # the largest num_inference_steps a request may ask for (None: the family's)
+    guidance: float | None = None  # a fixed guidance scale (a distilled model): cfg_scale is then ignored
 
 
 @dataclass(frozen=True)

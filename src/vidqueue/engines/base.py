@@ -56,6 +56,10 @@ class JobContext(Protocol):
         """Persist state (an upstream task id, say) before waiting on it."""
         ...
 
+    def stage_done(self) -> None:
+        """The job's device work has ended: the worker may start the next request while this one finishes."""
+        ...
+
 
 class Engine(Protocol):
     """Turns one claimed request into media, in a worker thread (local engines: emulator, diffusers)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from vidqueue.store.records import (
@@ -122,8 +122,10 @@ class Store(Protocol):
         ...
 
     # -- workers -------------------------------------------------------------------------------------------
-    def worker_seen(self, worker_id: str, models: Collection[str]) -> None:
-        """Record that a worker is alive and which models it serves."""
+    def worker_seen(
+        self, worker_id: str, models: Collection[str], facts: Mapping[str, Mapping[str, float]] | None = None
+    ) -> None:
+        """Record that a worker is alive, which models it serves and (unless None) its facts by name and model."""
         ...
 
     def worker_gone(self, worker_id: str) -> None:
@@ -132,6 +134,10 @@ class Store(Protocol):
 
     def live_workers(self, within_s: float) -> dict[str, builtins.list[str]]:
         """Workers seen within the last ``within_s`` seconds, with their models."""
+        ...
+
+    def worker_facts(self, within_s: float) -> dict[str, dict[str, dict[str, float]]]:
+        """Workers seen within the last ``within_s`` seconds, with their facts ({} for one that published none)."""
         ...
 
     # -- webhooks ----------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import builtins
 import copy
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from vidqueue.errors import LeaseLost, NotFound
@@ -25,6 +25,7 @@ from vidqueue.store.records import (
 )
 from vidqueue.store.rules import (
     CANCELLED_MESSAGE,
+    clean_facts,
     decode_cursor,
     encode_cursor,
     ending,
@@ -47,6 +48,7 @@ class MemoryStore(MemoryDeliveries, MemoryPruning):
         self._keys: dict[str, ApiKey] = {}
         self._seq = 0
         self._workers: dict[str, tuple[builtins.list[str], float]] = {}
+        self._facts: dict[str, dict[str, dict[str, float]]] = {}
         self._keys_used: dict[tuple[str, str], tuple[str, float, str]] = {}  # (org, key) → fingerprint, time, id
         self._wakers: builtins.list[Callable[[str], None]] = []
         self._init_deliveries()
@@ -314,21 +316,32 @@ class MemoryStore(MemoryDeliveries, MemoryPruning):
         return done
 
     # -- workers -------------------------------------------------------------------------------------------
-    def worker_seen(self, worker_id: str, models: Collection[str]) -> None:
-        """Record that a worker is alive and which models it serves."""
+    def worker_seen(
+        self, worker_id: str, models: Collection[str], facts: Mapping[str, Mapping[str, float]] | None = None
+    ) -> None:
+        """Record that a worker is alive, which models it serves and (unless None) its facts by name and model."""
         with self._lock:
             self._workers[worker_id] = (sorted(models), self._clock())
+            if facts is not None:
+                self._facts[worker_id] = clean_facts(facts)
 
     def worker_gone(self, worker_id: str) -> None:
         """Forget a worker that stopped."""
         with self._lock:
             self._workers.pop(worker_id, None)
+            self._facts.pop(worker_id, None)
 
     def live_workers(self, within_s: float) -> dict[str, builtins.list[str]]:
         """Workers seen within the last ``within_s`` seconds, with their models."""
         since = self._clock() - within_s
         with self._lock:
             return {w: list(models) for w, (models, seen) in self._workers.items() if seen >= since}
+
+    def worker_facts(self, within_s: float) -> dict[str, dict[str, dict[str, float]]]:
+        """Workers seen within the last ``within_s`` seconds, with their facts ({} for one that published none)."""
+        since = self._clock() - within_s
+        with self._lock:
+            return {w: clean_facts(self._facts.get(w, {})) for w, (_, seen) in self._workers.items() if seen >= since}
 
     # -- keys --------------------------------------------------------------------------------------------
     def add_key(self, key: ApiKey) -> None:

@@ -1,10 +1,12 @@
-"""Rules both store implementations share: cursors, cancel messages, recovery decisions, idempotency keys."""
+"""Rules both store implementations share: cursors, cancel messages, recovery decisions, idempotency keys, facts."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import logging
+import math
+from collections.abc import Mapping
 from typing import Any
 
 from vidqueue.errors import Conflict, FieldError, InvalidInput
@@ -33,6 +35,11 @@ def decode_cursor(cursor: str) -> int:
         return int(raw[1:])
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidInput(details=[FieldError("cursor", "is not a cursor returned by this server")]) from exc
+
+
+def clean_facts(facts: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """A worker's facts as stored: plain floats, finite ones only (JSON has no NaN or infinity)."""
+    return {name: {m: float(v) for m, v in per.items() if math.isfinite(v)} for name, per in facts.items()}
 
 
 def ending(code: str, message: str) -> dict[str, Any]:

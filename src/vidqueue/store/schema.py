@@ -70,6 +70,7 @@ workers = sa.Table(
     sa.Column("models", sa.JSON, nullable=False),
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("seen_at", sa.Float, nullable=False),
+    sa.Column("facts", sa.JSON, nullable=True),  # {"compile_seconds": {"model-id": 12.3}, …}, published by the worker
 )
 
 idempotency_keys = sa.Table(

@@ -36,6 +36,7 @@ from vidqueue.store.records import (
 )
 from vidqueue.store.rules import (
     CANCELLED_MESSAGE,
+    clean_facts,
     decode_cursor,
     encode_cursor,
     ending,
@@ -618,17 +619,18 @@ class SqlStore(SqlDeliveries, SqlPruning):
         return done
 
     # -- workers -------------------------------------------------------------------------------------------
-    def worker_seen(self, worker_id: str, models: Collection[str]) -> None:
-        """Record that a worker is alive and which models it serves."""
+    def worker_seen(
+        self, worker_id: str, models: Collection[str], facts: Mapping[str, Mapping[str, float]] | None = None
+    ) -> None:
+        """Record that a worker is alive, which models it serves and (unless None) its facts by name and model."""
         now = self._clock()
+        values: dict[str, Any] = {"seen_at": now, "models": sorted(models)}
+        if facts is not None:
+            values["facts"] = clean_facts(facts)
         with self._write() as conn:
-            updated = conn.execute(
-                sa.update(workers).where(workers.c.worker_id == worker_id).values(seen_at=now, models=sorted(models))
-            )
+            updated = conn.execute(sa.update(workers).where(workers.c.worker_id == worker_id).values(**values))
             if not updated.rowcount:
-                conn.execute(
-                    sa.insert(workers).values(worker_id=worker_id, models=sorted(models), started_at=now, seen_at=now)
-                )
+                conn.execute(sa.insert(workers).values(worker_id=worker_id, started_at=now, **values))
 
     def worker_gone(self, worker_id: str) -> None:
         """Forget a worker that stopped."""
@@ -641,6 +643,13 @@ class SqlStore(SqlDeliveries, SqlPruning):
         with self._read() as conn:
             rows = conn.execute(sa.select(workers.c.worker_id, workers.c.models).where(workers.c.seen_at >= since))
             return {r.worker_id: list(r.models) for r in rows}
+
+    def worker_facts(self, within_s: float) -> dict[str, dict[str, dict[str, float]]]:
+        """Workers seen within the last ``within_s`` seconds, with their facts ({} for one that published none)."""
+        since = self._clock() - within_s
+        with self._read() as conn:
+            rows = conn.execute(sa.select(workers.c.worker_id, workers.c.facts).where(workers.c.seen_at >= since))
+            return {r.worker_id: clean_facts(r.facts or {}) for r in rows}
 
     # -- keys --------------------------------------------------------------------------------------------
     def add_key(self, key: ApiKey) -> None:

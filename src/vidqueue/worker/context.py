@@ -52,6 +52,7 @@ class RunContext:
         stopping: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
         cancel_check_s: float = 0.5,
+        on_stage_done: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._request_id = request_id
@@ -64,6 +65,7 @@ class RunContext:
         self._stopping = stopping or threading.Event()
         self._clock = clock
         self._cancel_check_s = cancel_check_s
+        self._on_stage_done = on_stage_done
         self._last_progress_write = -float("inf")
         self._last_pct = 0
         self._last_cancel_check = clock()
@@ -115,6 +117,12 @@ class RunContext:
         # find it. (A lost lease still raises LeaseLost here.)
         through_outages(lambda: self._store.checkpoint(self._request_id, self._worker_id, state), self._lease_s)
         self._resume_state = state
+
+    def stage_done(self) -> None:
+        """The engine's device stage ended: tell the worker (once), so it can start the next request."""
+        callback, self._on_stage_done = self._on_stage_done, None
+        if callback is not None:
+            callback()
 
     # -- heartbeats --------------------------------------------------------------------------------------
     def __enter__(self) -> RunContext:

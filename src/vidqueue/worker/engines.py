@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from vidqueue.catalog import Catalog, ModelSpec
-from vidqueue.catalog.families import FRAME_STEP, GUIDANCE_PER_CFG, IMAGE_USE
+from vidqueue.catalog.families import FRAME_STEP, GUIDANCE_2_SHARE, GUIDANCE_PER_CFG, IMAGE_USE
 from vidqueue.config import Credentials, ModelRoute, Settings
 from vidqueue.engines.base import AnyEngine
-from vidqueue.engines.diffusers import LocalRun, check_weights, missing_packages
+from vidqueue.engines.diffusers import Cache, LocalRun, Lora, check_weights, missing_packages
 from vidqueue.engines.emulator import EmulatorEngine
 from vidqueue.engines.gmi import GmiEngine
 from vidqueue.engines.kling import KlingEngine
@@ -68,7 +68,9 @@ def build_engines(
             from vidqueue.engines.diffusers.engine import DiffusersEngine
 
             defaults = settings.engines.diffusers
-            engine = DiffusersEngine(runs, device=defaults.device, max_resident=defaults.max_resident)
+            engine = DiffusersEngine(
+                runs, device=defaults.device, max_resident=defaults.max_resident, overlap=defaults.overlap
+            )
         else:
             raise ConfigError(f"Models {sorted(models)} are routed to an unknown engine '{kind}'.")
         for model_id in engine.models():
@@ -119,6 +121,15 @@ def _local_runs(settings: Settings, specs: list[ModelSpec]) -> dict[str, LocalRu
             dtype=route.dtype or defaults.dtype,
             cpu_offload=defaults.cpu_offload if route.cpu_offload is None else route.cpu_offload,
             vae_tiling=defaults.vae_tiling if route.vae_tiling is None else route.vae_tiling,
+            compile=defaults.compile if route.compile is None else route.compile,
+            attention_backend=route.attention_backend or defaults.attention_backend,
+            lora=tuple(Lora(x.path, x.scale, x.weight_name, x.target) for x in route.lora),
+            scheduler=route.scheduler,
+            scheduler_options=dict(route.scheduler_options),
+            guidance=local.guidance,
+            guidance_2_share=GUIDANCE_2_SHARE.get(local.family),
+            max_steps=local.max_steps,
+            cache=Cache(route.cache.kind, route.cache.options()) if route.cache is not None else None,
         )
         try:
             check_weights(runs[spec.id])

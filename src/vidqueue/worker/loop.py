@@ -38,6 +38,14 @@ class _Lane:
         self.running = 0
         self.pool = ThreadPoolExecutor(self.slots, thread_name_prefix=f"job-{engine.kind}")
         self.is_async = inspect.iscoroutinefunction(engine.generate)
+        # A staged engine (diffusers) runs one request on its device at a time: the next is claimed when that
+        # device stage ends (ctx.stage_done()), while the one before it is still encoded and uploaded.
+        self.staged = bool(getattr(engine, "staged", False))
+        self.on_device = 0
+
+    def can_take(self) -> bool:
+        """Whether a request could start now (callers hold the worker's lock)."""
+        return self.running < self.slots and not (self.staged and self.on_device)
 
 
 class Worker:
@@ -153,7 +161,7 @@ class Worker:
         claimed = False
         for lane in self._lanes:
             with self._lock:
-                free = lane.running < lane.slots
+                free = lane.can_take()
             if not free or self.stopping.is_set():
                 continue
             record = self.store.claim(self.worker_id, lane.models, self.settings.lease_s, lane.engine.shared_limit)
@@ -162,16 +170,28 @@ class Worker:
             claimed = True
             with self._lock:
                 lane.running += 1
+                lane.on_device += 1
             lane.pool.submit(self._run_in_lane, lane, record)
         return claimed
 
     def _run_in_lane(self, lane: _Lane, record: RequestRecord) -> None:
+        released = False
+
+        def off_device() -> None:
+            nonlocal released
+            with self._lock:
+                if not released:
+                    released = True
+                    lane.on_device -= 1
+            self._wake.set()
+
         try:
-            self.process(record)
+            self.process(record, on_stage_done=off_device)
         except Exception:
             # process() writes every ending itself; what escapes is a store outage, and the lease expiry recovers it.
             log.exception("request %s: could not record its ending", record.request_id)
         finally:
+            off_device()
             with self._lock:
                 lane.running -= 1
             self._wake.set()
@@ -180,10 +200,19 @@ class Worker:
         now = self._clock()
         if now - self._last_presence >= _PRESENCE_S:
             self._last_presence = now
-            self.store.worker_seen(self.worker_id, sorted(self.engines))
+            self.store.worker_seen(self.worker_id, sorted(self.engines), self._facts())
         if now - self._last_sweep >= self.settings.sweep_interval_s:
             self._last_sweep = now
             self.store.recover(self.settings.max_attempts)
+
+    def _facts(self) -> dict[str, dict[str, float]] | None:
+        """What engines report about themselves (load and compile seconds per model), for /metrics."""
+        facts: dict[str, dict[str, float]] = {}
+        for lane in self._lanes:
+            report = getattr(lane.engine, "facts", None)
+            for name, per_model in (report() if report is not None else {}).items():
+                facts.setdefault(name, {}).update(per_model)
+        return facts or None
 
     def run_once(self) -> bool:
         """Claim one request (any model, no slots) and run it to the end here; answer whether there was one."""
@@ -193,7 +222,7 @@ class Worker:
         self.process(record)
         return True
 
-    def process(self, record: RequestRecord) -> None:
+    def process(self, record: RequestRecord, *, on_stage_done: Callable[[], None] | None = None) -> None:
         """Run one claimed request and write its ending, unless the lease was lost meanwhile."""
         workdir = Path(tempfile.mkdtemp(prefix=f"{record.request_id}.", dir=self.workdir))
         ctx = RunContext(
@@ -206,6 +235,7 @@ class Worker:
             progress_interval_s=self.settings.progress_interval_s,
             resume_state=record.engine_state,
             stopping=self.abandoning,
+            on_stage_done=on_stage_done,
         )
         try:
             with ctx:

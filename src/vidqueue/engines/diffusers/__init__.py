@@ -1,4 +1,4 @@
-"""The diffusers engine: open-weight video models (Wan, LTX-Video) run on this machine's GPUs (or CPU).
+"""The diffusers engine: open-weight video models (Wan, LTX-Video, HunyuanVideo) run on this machine's GPUs (or CPU).
 
 Importing this package loads nothing heavy: torch and diffusers are imported by ``engine`` and ``pipelines``
 only, so the server, SDK and CLI start without them. ``missing_packages`` says what an install lacks.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 
-from vidqueue.engines.diffusers.options import LocalRun, check_weights
+from vidqueue.engines.diffusers.options import Cache, LocalRun, Lora, check_weights
 
-REQUIRED = ("torch", "diffusers", "transformers", "accelerate", "ftfy")
+REQUIRED = ("torch", "diffusers", "transformers", "accelerate", "ftfy", "peft")
 
-__all__ = ["REQUIRED", "LocalRun", "check_weights", "missing_packages"]
+__all__ = ["REQUIRED", "Cache", "LocalRun", "Lora", "check_weights", "missing_packages"]
 
 
 def missing_packages() -> list[str]:

@@ -4,9 +4,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 ImageUse = Literal["none", "optional", "required"]
+LoraTarget = Literal["transformer", "transformer_2", "both"]
+
+
+@dataclass(frozen=True)
+class Lora:
+    """One LoRA adapter fused into a model's weights at load."""
+
+    path: str  # a local .safetensors file, a folder holding one, or a hub id
+    scale: float = 1.0
+    weight_name: str | None = None
+    target: LoraTarget = "transformer"
+
+    def describe(self) -> dict[str, Any]:
+        """What the outcome records of it."""
+        return {
+            "path": self.path,
+            "scale": self.scale,
+            **({"target": self.target} if self.target != "transformer" else {}),
+        }
+
+
+@dataclass(frozen=True)
+class Cache:
+    """A diffusers cache hook: its kind and the options of its config class."""
+
+    kind: Literal["first_block", "taylorseer", "mag"]
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -26,6 +53,34 @@ class LocalRun:
     dtype: str = "bfloat16"
     cpu_offload: bool = False
     vae_tiling: bool = False
+    compile: bool | None = None  # None: on when the device is a GPU
+    attention_backend: str | None = None
+    lora: tuple[Lora, ...] = ()
+    scheduler: str | None = None
+    scheduler_options: dict[str, Any] = field(default_factory=dict, hash=False)
+    guidance: float | None = None  # a fixed guidance scale; cfg_scale is then ignored
+    guidance_2_share: float | None = None  # a second expert's guidance as a share of the first's (Wan 2.2 A14B)
+    max_steps: int | None = None
+    cache: Cache | None = None
+
+    def speed_settings(self, device_type: str) -> dict[str, Any]:
+        """The load-time settings that shape speed and output, as the outcome's ``generation`` records them."""
+        out: dict[str, Any] = {"compile": self.compiles_on(device_type)}
+        if self.attention_backend:
+            out["attention_backend"] = self.attention_backend
+        if self.lora:
+            out["lora"] = [lora.describe() for lora in self.lora]
+        if self.scheduler:
+            out["scheduler"] = self.scheduler
+        if self.scheduler_options:
+            out["scheduler_options"] = dict(self.scheduler_options)
+        if self.cache is not None:
+            out["cache"] = {"kind": self.cache.kind, **self.cache.options}
+        return out
+
+    def compiles_on(self, device_type: str) -> bool:
+        """Whether the transformer is compiled on a device of this type (the default: on a GPU, not on a CPU)."""
+        return self.compile if self.compile is not None else device_type == "cuda"
 
 
 def check_weights(run: LocalRun) -> None:

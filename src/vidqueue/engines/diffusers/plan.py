@@ -26,10 +26,11 @@ class Plan:
     guidance_scale: float
     seed: int
     image: Image.Image | None
+    cfg_scale_ignored: bool = False  # the model fixes its guidance (a distilled model)
 
     def describe(self) -> dict[str, Any]:
         """What the outcome records, so a run can be repeated."""
-        return {
+        out: dict[str, Any] = {
             "seed": self.seed,
             "num_inference_steps": self.steps,
             "guidance_scale": round(self.guidance_scale, 4),
@@ -37,6 +38,9 @@ class Plan:
             "width": self.width,
             "height": self.height,
         }
+        if self.cfg_scale_ignored:
+            out["cfg_scale_ignored"] = "this model's guidance is fixed by the server's configuration"
+        return out
 
 
 def frame_count(seconds: float, fps: int, step: int) -> int:
@@ -57,16 +61,24 @@ def make_plan(run: LocalRun, payload: dict[str, Any], image: bytes | None) -> Pl
         raise JobFailed(f"Model {run.model_id} does not take an input image.", "invalid_input")
     seed = payload.get("seed")
     negative = str(payload.get("negative_prompt") or "") or None
+    steps = int(payload.get("num_inference_steps", run.steps))
+    if run.max_steps is not None and steps > run.max_steps:
+        raise JobFailed(
+            f"Model {run.model_id} runs at most {run.max_steps} steps (num_inference_steps).", "invalid_input"
+        )
+    fixed = run.guidance
+    guidance = fixed if fixed is not None else run.guidance_per_cfg * float(payload.get("cfg_scale", 0.5))
     return Plan(
         prompt=str(payload["prompt"]),
         negative_prompt=negative,
         width=width,
         height=height,
         frames=frame_count(float(payload.get("duration", "5")), run.fps, run.frame_step),
-        steps=int(payload.get("num_inference_steps", run.steps)),
-        guidance_scale=run.guidance_per_cfg * float(payload.get("cfg_scale", 0.5)),
+        steps=steps,
+        guidance_scale=guidance,
         seed=int(seed) if seed is not None else secrets.randbelow(2**32),
         image=fit_image(image, width, height) if image is not None else None,
+        cfg_scale_ignored=run.guidance is not None,
     )
 
 
