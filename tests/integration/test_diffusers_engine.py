@@ -3,8 +3,11 @@ resident pipelines, and a clear start-up error without the packages. Tiny random
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from tests.tiny_pipelines import build_tiny
 from vidqueue.config import WorkerSettings, load_settings
 from vidqueue.engines.base import Job
 from vidqueue.engines.diffusers.engine import DiffusersEngine
-from vidqueue.engines.diffusers.options import LocalRun
+from vidqueue.engines.diffusers.options import Cache, LocalRun, Lora
 from vidqueue.errors import ConfigError, JobCancelled
 from vidqueue.media.storage import LocalStorage
 from vidqueue.store import MemoryStore, NewRequest, Status
@@ -192,3 +195,113 @@ def test_the_server_sdk_and_cli_start_without_importing_torch(tmp_path: Path) ->
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_worker_starts_the_next_request_before_the_previous_encode_ends(
+    folders: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vidqueue.engines.diffusers.engine as engine_module
+
+    events: list[tuple[str, float]] = []
+    encode = engine_module.encode_mp4
+
+    def slow_encode(frames: Any, **kwargs: Any) -> Any:
+        events.append(("encode-start", time.monotonic()))
+        time.sleep(0.6)  # a long host stage: the next request's denoising must not wait for it
+        info = encode(frames, **kwargs)
+        events.append(("encode-end", time.monotonic()))
+        return info
+
+    monkeypatch.setattr(engine_module, "encode_mp4", slow_encode)
+
+    def passes_during_encodes(overlap: bool) -> list[int]:
+        events.clear()
+        engine = DiffusersEngine({"m": _run("m", "wan2.1-t2v", folders["wan2.1-t2v"], steps=2)}, overlap=overlap)
+        store = MemoryStore()
+        worker = _worker(tmp_path / str(overlap), engine, store)
+        assert engine.pipelines is not None
+        pipe = engine.pipelines.get(engine.runs["m"], with_image=False)
+        pipe.transformer.register_forward_pre_hook(lambda module, args: events.append(("pass", time.monotonic())))
+        for rid in ("r1", "r2", "r3"):
+            store.enqueue(NewRequest(request_id=rid, org_id="o", model="m", payload={"prompt": "a boat", "seed": 1}))
+        thread = threading.Thread(target=worker.run)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not all((r := store.get(rid)) is not None and r.status.is_terminal() for rid in ("r1", "r2", "r3")):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        finally:
+            worker.stop()
+            thread.join()
+        assert all(store.get(rid).status is Status.SUCCESS for rid in ("r1", "r2", "r3"))  # type: ignore[union-attr]
+        starts = [t for what, t in events if what == "encode-start"]
+        ends = [t for what, t in events if what == "encode-end"]
+        return [sum(1 for what, t in events if what == "pass" and a < t < b) for a, b in zip(starts, ends, strict=True)]
+
+    # With overlap the next request denoises while one is encoded; without it the GPU waits for every encode.
+    during = passes_during_encodes(overlap=True)
+    assert during[0] > 0 and during[1] > 0, during
+    assert passes_during_encodes(overlap=False) == [0, 0, 0]
+
+
+@pytest.fixture(scope="module")
+def hunyuan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny HunyuanVideo 1.5 text-to-video pipeline on disk."""
+    return build_tiny("hunyuanvideo-1.5-t2v", tmp_path_factory.mktemp("hv15") / "t2v")
+
+
+def test_hunyuanvideo_15_reports_progress_per_step_and_cancels_within_a_step(hunyuan: Path, tmp_path: Path) -> None:
+    run = LocalRun(
+        model_id="hv",
+        family="hunyuanvideo-1.5-t2v",
+        weights=str(hunyuan),
+        steps=6,
+        fps=4,
+        sizes=SIZES,
+        guidance_per_cfg=12.0,
+        device="cpu",
+        dtype="float32",
+    )
+    engine = DiffusersEngine({"hv": run})
+    engine.setup()
+    calls = _count_transformer_calls(engine, run)
+    ctx = Ctx(tmp_path, cancel_after=2)
+    with pytest.raises(JobCancelled):
+        engine.generate(Job("r1", "o", "hv", {"prompt": "a boat", "cfg_scale": 0.5}), ctx)
+    assert calls[0] == 2 * 2  # guidance 6 through the guider: two passes a step, then the cancel before the next
+    assert len(ctx.fractions) == 1 + 2 and ctx.fractions[1] < ctx.fractions[2] < 0.9
+    done = Ctx(tmp_path / "done")
+    (tmp_path / "done").mkdir()
+    calls[0] = 0
+    media = engine.generate(Job("r2", "o", "hv", {"prompt": "a boat", "cfg_scale": 0.0, "seed": 1}), done)
+    assert calls[0] == 6 and media.extra["generation"]["transformer_passes"] == 6  # CFG off: one pass a step
+    assert len(done.fractions) == 1 + 6 + 1 and done.fractions[-1] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"attention_backend": "warp_drive"}, "attention_backend 'warp_drive' is not one of diffusers'"),
+        ({"scheduler": "NoSuchScheduler"}, "scheduler 'NoSuchScheduler' is not a diffusers scheduler class"),
+        ({"scheduler": "WanPipeline"}, "scheduler 'WanPipeline' is not a diffusers scheduler class"),
+        ({"cache": Cache("first_block", {"treshold": 0.1})}, "cache first_block: "),
+        ({"cache": Cache("mag", {"threshold": 0.1})}, "mag_ratios"),
+        ({"lora": (Lora("/nowhere/lora.safetensors"),)}, "lora path /nowhere/lora.safetensors does not exist"),
+    ],
+)
+def test_speed_settings_that_name_nothing_stop_the_worker_at_start(
+    folders: dict[str, Path], change: dict[str, Any], message: str
+) -> None:
+    run = dataclasses.replace(_run("m", "wan2.1-t2v", folders["wan2.1-t2v"]), **change)
+    with pytest.raises(ConfigError) as caught:
+        DiffusersEngine({"m": run}).setup()
+    assert '[models."m"]' in caught.value.message and message in caught.value.message
+
+
+def test_a_lora_on_a_family_without_a_lora_loader_stops_the_worker_at_start(hunyuan: Path, tmp_path: Path) -> None:
+    lora = tmp_path / "x.safetensors"
+    lora.write_bytes(b"")
+    run = LocalRun("hv", "hunyuanvideo-1.5-t2v", str(hunyuan), 2, 4, SIZES, lora=(Lora(str(lora)),), device="cpu")
+    with pytest.raises(ConfigError, match=r"no LoRA loader for the hunyuanvideo-1\.5-t2v pipeline"):
+        DiffusersEngine({"hv": run}).setup()

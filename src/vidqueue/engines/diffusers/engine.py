@@ -17,7 +17,7 @@ import torch
 
 from vidqueue.engines.base import GeneratedMedia, Job, JobContext
 from vidqueue.engines.diffusers.options import LocalRun, check_weights
-from vidqueue.engines.diffusers.pipelines import Resident, free_memory, pick_device
+from vidqueue.engines.diffusers.pipelines import Resident, check_family, free_memory, pick_device
 from vidqueue.engines.diffusers.plan import Plan, make_plan
 from vidqueue.engines.diffusers.speed import check_speed
 from vidqueue.engines.diffusers.stages import DeviceResult, run_device_stage
@@ -73,6 +73,7 @@ class DiffusersEngine:
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
             check_speed(run)
+            check_family(run)
         wanted = self._device_wanted or next((r.device for r in self.runs.values() if r.device), None)
         device = pick_device(wanted)
         self.pipelines = Resident(device, self._max_resident)
@@ -104,9 +105,8 @@ class DiffusersEngine:
         host_started = self._clock()
         video = ctx.workdir / "video.mp4"
         frames = result.frames
-        info = encode_mp4(
-            iter(frames), width=plan.width, height=plan.height, fps=run.fps, path=video, pixel_format="rgb24"
-        )
+        height, width = int(frames.shape[1]), int(frames.shape[2])
+        info = encode_mp4(iter(frames), width=width, height=height, fps=run.fps, path=video, pixel_format="rgb24")
         thumbnail = write_frame_thumbnail(frames[len(frames) // 3], ctx.workdir / "thumbnail.jpg", pixel_format="rgb24")
         ctx.progress(1.0)
         done = self._clock()

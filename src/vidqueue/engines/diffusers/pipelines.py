@@ -41,6 +41,16 @@ PIPELINES: dict[str, tuple[str | None, str | None]] = {
 # Every duration a request may ask for (the catalog's DURATION options): each frame count is warmed up.
 DURATIONS = (5.0, 10.0)
 
+def check_family(run: LocalRun) -> None:
+    """Refuse at start what the model's pipeline classes cannot do (LoRA adapters on a pipeline without a loader)."""
+    classes = [getattr(diffusers, name) for name in PIPELINES[run.family] if name is not None]
+    if run.lora and not all(hasattr(cls, "load_lora_weights") for cls in classes):
+        raise ConfigError(
+            f'[models."{run.model_id}"] lora: diffusers has no LoRA loader for the {run.family} pipeline '
+            f"({', '.join(c.__name__ for c in classes)})."
+        )
+
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 

@@ -78,6 +78,7 @@ def apply_speed(pipe: Any, run: LocalRun, device: torch.device) -> None:
         if run.attention_backend:
             transformer.set_attention_backend(run.attention_backend)
         if run.cache is not None:
+            count_block_runs(transformer)  # under the cache hooks: counts only the passes that really ran
             transformer.enable_cache(cache_config(run.cache, run))
         if run.compiles_on(device.type):
             allow_static_graphs(len(set(run.sizes.values())) * 2 * 2)  # sizes x durations x text/image paths
@@ -85,6 +86,28 @@ def apply_speed(pipe: Any, run: LocalRun, device: torch.device) -> None:
             # automatically dynamic graph would serve every shape after the second. Cache hooks branch on data,
             # which a full graph cannot hold.
             transformer.compile_repeated_blocks(fullgraph=run.cache is None, dynamic=False)
+
+
+def count_block_runs(transformer: Any) -> None:
+    """Count the runs of the transformer's last repeated block in ``transformer._vidqueue_block_runs``.
+
+    Installed before a cache hook wraps that block, the counter sits under the hook: a step the cache skips does
+    not reach it. The outcome records these as full passes.
+    """
+    names = set(getattr(transformer, "_repeated_blocks", None) or ())
+    blocks = [m for m in transformer.modules() if type(m).__name__ in names]
+    if not blocks:
+        return
+    last = blocks[-1]
+    counter = [0]
+    original = last.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        counter[0] += 1
+        return original(*args, **kwargs)
+
+    last.forward = counted
+    transformer._vidqueue_block_runs = counter
 
 
 def allow_static_graphs(shapes: int) -> None:

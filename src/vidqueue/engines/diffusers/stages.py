@@ -32,7 +32,7 @@ class DeviceResult:
     frames: np.ndarray  # (frames, height, width, 3) uint8
     seconds: dict[str, float]
     passes: int  # transformer forward passes (both experts together)
-    settings: dict[str, Any] = field(default_factory=dict)  # call settings worth recording (guidance_scale_2, …)
+    settings: dict[str, Any] = field(default_factory=dict)  # what the outcome records of the call and its passes
 
 
 def call_kwargs(
@@ -43,8 +43,6 @@ def call_kwargs(
     kwargs: dict[str, Any] = {
         "prompt": plan.prompt,
         "negative_prompt": plan.negative_prompt,
-        "height": plan.height,
-        "width": plan.width,
         "num_frames": plan.frames,
         "num_inference_steps": plan.steps,
         # A CPU generator gives the same noise on every device, so a seed repeats across machines.
@@ -53,6 +51,10 @@ def call_kwargs(
     }
     if plan.image is not None:
         kwargs["image"] = plan.image
+    if run.family != "hunyuanvideo-1.5-i2v":
+        # HunyuanVideo 1.5's image-to-video call takes no size: it derives one from the image (already fitted to
+        # the model's size for this aspect ratio) and its target resolution.
+        kwargs.update(height=plan.height, width=plan.width)
     if run.family in HUNYUAN_15:
         # Guidance lives in the pipeline's guider object, not in a call argument; at 1 or less CFG is off (one
         # pass per step), as the other families' pipelines do for guidance_scale <= 1.
@@ -92,14 +94,21 @@ class StepHooks:
         self._clock = clock
         self.passes = 0
         self.steps_done = 0
+        # Two experts (Wan 2.2 A14B): each one's passes and the timesteps it saw (read on the host: a sync per pass,
+        # nothing next to a 14B pass).
+        self._experts = transformers_of(pipe)
+        self.expert_passes = [0] * len(self._experts)
+        self.expert_timesteps: list[list[float]] = [[] for _ in self._experts]
+        self._block_runs_before = [_block_runs(t) for t in self._experts]
         self.first_pass_at: float | None = None
         self.last_step_at: float | None = None
         self._handles: list[Any] = []
         self._scheduler: Any = None
 
     def __enter__(self) -> StepHooks:
-        for transformer in transformers_of(self._pipe):
-            self._handles.append(transformer.register_forward_pre_hook(self._before_pass))
+        for i, transformer in enumerate(self._experts):
+            hook = self._expert_hook(i) if len(self._experts) > 1 else self._before_pass
+            self._handles.append(transformer.register_forward_pre_hook(hook, with_kwargs=True))
         self._scheduler = self._pipe.scheduler
         original = self._scheduler.step
 
@@ -118,7 +127,45 @@ class StepHooks:
         if self._scheduler is not None and "step" in vars(self._scheduler):
             del self._scheduler.step
 
-    def _before_pass(self, module: Any, args: Any) -> None:
+    def _expert_hook(self, index: int) -> Callable[[Any, Any, dict[str, Any]], None]:
+        def before(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+            self._before_pass(module, args, kwargs)
+            self.expert_passes[index] += 1
+            timestep = kwargs.get("timestep")
+            if isinstance(timestep, torch.Tensor) and timestep.numel():
+                self.expert_timesteps[index].append(float(timestep.flatten()[0].item()))
+
+        return before
+
+    def full_passes(self) -> int | None:
+        """Passes that ran every block (fewer than ``passes`` under a cache hook); None when not counted."""
+        total = 0
+        for transformer, before in zip(self._experts, self._block_runs_before, strict=True):
+            now = _block_runs(transformer)
+            if now is None:
+                return None
+            total += now - (before or 0)
+        return total
+
+    def record(self) -> dict[str, Any]:
+        """What the outcome records of the passes: full passes under a cache, each expert's share and timesteps."""
+        out: dict[str, Any] = {}
+        full = self.full_passes()
+        if full is not None:
+            out["full_transformer_passes"] = full
+        if len(self._experts) > 1:
+            boundary = getattr(self._pipe.config, "boundary_ratio", None)
+            if boundary is not None:
+                out["boundary_timestep"] = round(boundary * self._pipe.scheduler.config.num_train_timesteps, 3)
+            out["experts"] = {
+                name: {"passes": n, "timesteps": [round(t, 3) for t in dict.fromkeys(ts)]}
+                for name, n, ts in zip(
+                    ("transformer", "transformer_2"), self.expert_passes, self.expert_timesteps, strict=False
+                )
+            }
+        return out
+
+    def _before_pass(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         if self._cancelled():
             # Raised out of the pipeline's loop: the request ends within one pass, and no decode is wasted.
             raise JobCancelled()
@@ -174,4 +221,11 @@ def run_device_stage(
         "denoise_s": round(last - first, 3),
         "decode_s": round(done - last, 3),
     }
-    return DeviceResult(frames=frames, seconds=seconds, passes=hooks.passes, settings=recorded)
+    if (frames.shape[2], frames.shape[1]) != (plan.width, plan.height):
+        recorded.update(width=int(frames.shape[2]), height=int(frames.shape[1]))  # the size the pipeline chose
+    return DeviceResult(frames=frames, seconds=seconds, passes=hooks.passes, settings={**recorded, **hooks.record()})
+
+
+def _block_runs(transformer: Any) -> int | None:
+    counter = getattr(transformer, "_vidqueue_block_runs", None)
+    return counter[0] if counter is not None else None
