@@ -81,3 +81,24 @@ def test_the_configuration_example_is_a_valid_config(tmp_path: Path) -> None:
     assert settings.engine_for("Kling-Text2Video-V2-Master") == "emulator"  # no keys in this environment
     assert settings.engines.kling.base_url == "https://api-singapore.klingai.com"
     assert settings.engines.kling.max_video_bytes == 1024**3
+
+
+def test_the_diffusers_examples_are_valid_configs() -> None:
+    import tomllib
+
+    from vidqueue.bootstrap import catalog_for
+    from vidqueue.config import Settings
+
+    text = README.read_text()
+    start = text.index("\n## Self-hosted generation: open-weight models with diffusers\n")
+    blocks = re.findall(r"```toml\n(.*?)```", text[start : text.find("\n## ", start + 1)], re.S)
+    assert len(blocks) == 3
+    declared, fast_modes, worked = (tomllib.loads(block) for block in blocks)
+    # The few-step keys are shown on their own; they go on a declared model such as the first block's.
+    declared["models"]["my-wan"].update(fast_modes["models"]["my-wan"])
+    for model_id, tree in (("my-wan", declared), ("wan-fast", worked)):
+        settings = Settings.model_validate(tree)  # what load_settings does with a config file's tables
+        route = settings.models[model_id]
+        assert settings.engine_for(model_id) == "diffusers" and route.guidance == 1.0 and route.lora
+        params = {p.name: p for p in catalog_for(settings).get(model_id).params}
+        assert (params["num_inference_steps"].default, params["num_inference_steps"].max) == (4, 8)

@@ -239,6 +239,22 @@ def test_none_overrides_leave_lower_layers_alone(tmp_path: Path) -> None:
         ("[engines.emulatr]\nlatency_s = 1\n", "engines.emulatr"),
         (f'[models."{TURBO}"]\nengine = "warp-drive"\n', f"models.{TURBO}.engine"),
         (f'[models."{TURBO}"]\nengin = "emulator"\n', f"models.{TURBO}.engin"),
+        (
+            '[models."w"]\nfamily = "wan2.1-t2v"\nsteps = 9\nmax_steps = 8\n',
+            "models.w: Value error, steps (9) must not",
+        ),
+        ('[models."w"]\nfamily = "wan2.1-t2v"\nmax_steps = 0\n', "models.w.max_steps"),
+        ('[models."w"]\nattention_backend = "flash; rm -rf"\n', "models.w.attention_backend"),
+        ('[engines.diffusers]\nattention_backend = "Flash"\n', "engines.diffusers.attention_backend"),
+        ('[engines.diffusers]\ncompile = "yes please"\n', "engines.diffusers.compile"),
+        ('[models."w"]\nscheduler = "diffusers.UniPC"\n', "models.w.scheduler"),
+        ('[models."w"]\nguidance = -1\n', "models.w.guidance"),
+        ('[models."w"]\nlora = [{ scale = 1.0 }]\n', "models.w.lora.0.path"),
+        ('[models."w"]\nlora = [{ path = "a.safetensors", scale = 11 }]\n', "models.w.lora.0.scale"),
+        ('[models."w"]\nlora = [{ path = "a", target = "vae" }]\n', "models.w.lora.0.target"),
+        ('[models."w"]\ncache = { kind = "fastest" }\n', "models.w.cache.kind"),
+        ('[models."w"]\ncache = { kind = "first_block", threshold = 0 }\n', "models.w.cache.threshold"),
+        ('[models."w"]\nscheduler_options = { shift = [1, 2] }\n', "models.w.scheduler_options.shift"),
     ],
 )
 def test_invalid_toml_value_raises_config_error_naming_the_setting(tmp_path: Path, text: str, setting: str) -> None:
@@ -532,3 +548,40 @@ def test_describe_routes_names_the_engine_and_for_upstreams_where_and_how_many()
     assert describe_routes(load_settings(env={}), Catalog())[:2] == [f"{TURBO} → emulator", f"{MASTER} → emulator"]
     gmi = load_settings(env={**GMI_KEYS, "VIDQUEUE_GMI_CONCURRENCY": "9"})
     assert describe_routes(gmi, Catalog())[0] == f"{TURBO} → gmi (https://console.gmicloud.ai, at most 9 in flight)"
+
+
+def test_speed_settings_are_read_per_model_and_as_defaults(tmp_path: Path) -> None:
+    text = """
+[engines.diffusers]
+compile = false
+attention_backend = "_native_cudnn"
+overlap = false
+
+[models."w"]
+family = "wan2.1-t2v"
+weights = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+compile = true
+lora = [
+  { path = "/loras/a.safetensors", scale = 0.5 },
+  { path = "org/repo", weight_name = "b.safetensors", target = "both" },
+]
+scheduler = "UniPCMultistepScheduler"
+scheduler_options = { flow_shift = 5.0, use_karras_sigmas = false }
+guidance = 1.0
+steps = 4
+max_steps = 8
+cache = { kind = "taylorseer", cache_interval = 3 }
+"""
+    settings = load_settings(write(tmp_path, text), env={})
+    defaults, route = settings.engines.diffusers, settings.models["w"]
+    assert (defaults.compile, defaults.attention_backend, defaults.overlap) == (False, "_native_cudnn", False)
+    assert route.compile is True and route.attention_backend is None
+    assert [(x.path, x.scale, x.weight_name, x.target) for x in route.lora] == [
+        ("/loras/a.safetensors", 0.5, None, "transformer"),
+        ("org/repo", 1.0, "b.safetensors", "both"),
+    ]
+    assert route.scheduler_options == {"flow_shift": 5.0, "use_karras_sigmas": False}
+    assert (route.guidance, route.steps, route.max_steps) == (1.0, 4, 8)
+    assert route.cache is not None and route.cache.kind == "taylorseer"
+    assert route.cache.options() == {"cache_interval": 3}
+    assert Settings.model_validate_json(settings.model_dump_json()) == settings  # as handed to worker processes
