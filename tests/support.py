@@ -249,6 +249,25 @@ def running_server(tmp: Path, workers: int = 2, **env: str) -> Iterator[Server]:
         server.stop()
 
 
+@contextmanager
+def diffusers_server(root: Path, config: Path, lease_s: int = 30) -> Iterator[Server]:
+    """A server with one worker on the diffusers ``config`` (tiny local pipelines), the hub offline."""
+    env = {"VIDQUEUE_CONFIG": str(config), "HF_HUB_OFFLINE": "1", "VIDQUEUE_LEASE_S": str(lease_s)}
+    with running_server(root, workers=1, **env) as server:
+        yield server
+
+
+def solid_png_b64(width: int = 400, height: int = 320) -> str:
+    """A one-colour PNG as base64, as a payload's ``image`` carries it."""
+    import base64
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 140, 200)).save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
 def wait_for(
     client: httpx.Client, request_id: str, statuses: set[str] = TERMINAL, timeout: float = 60
 ) -> dict[str, Any]:

@@ -3,7 +3,6 @@ saved to a folder, declared as `[models.*] weights = "<folder>"`, and real MP4s 
 
 from __future__ import annotations
 
-import base64
 import io
 import time
 from collections.abc import Iterator
@@ -13,9 +12,8 @@ from typing import Any
 import av
 import httpx
 import pytest
-from PIL import Image
 
-from tests.support import Server, running_server, submit, wait_for
+from tests.support import Server, diffusers_server, solid_png_b64, submit, wait_for
 from tests.tiny_pipelines import build_tiny
 
 # model id → (family, sizes); sizes are multiples of 16 (32 for wan2.2 and LTX), frames run at 4 fps.
@@ -71,8 +69,7 @@ def _config(root: Path) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server with one worker that serves every tiny model (pipelines stay resident between tests)."""
     root = tmp_path_factory.mktemp("diffusers")
-    env = {"VIDQUEUE_CONFIG": str(_config(root)), "HF_HUB_OFFLINE": "1", "VIDQUEUE_LEASE_S": "30"}
-    with running_server(root, workers=1, **env) as running:
+    with diffusers_server(root, _config(root)) as running:
         yield running
 
 
@@ -81,12 +78,6 @@ def api(server: Server) -> Iterator[httpx.Client]:
     """A client of the module's server."""
     with server.client() as client:
         yield client
-
-
-def _png(width: int = 400, height: int = 320) -> str:
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), (30, 140, 200)).save(out, format="PNG")
-    return base64.b64encode(out.getvalue()).decode()
 
 
 def _video(done: dict[str, Any]) -> tuple[bytes, list[tuple[int, int]]]:
@@ -115,7 +106,7 @@ def test_text_to_video_makes_an_mp4_of_the_expected_frames_and_size(api: httpx.C
 
 @pytest.mark.parametrize("model", IMAGE_MODELS)
 def test_image_to_video_makes_an_mp4_of_the_expected_frames_and_size(api: httpx.Client, model: str) -> None:
-    payload = {"prompt": PROMPT, "image": _png(), "duration": "10", "aspect_ratio": "9:16"}
+    payload = {"prompt": PROMPT, "image": solid_png_b64(), "duration": "10", "aspect_ratio": "9:16"}
     _, frames = _video(_generate(api, model, payload))
     assert frames == [SIZES["9:16"]] * expected_frames(model, 10)
 
@@ -161,7 +152,7 @@ def test_a_configured_model_shows_its_engine_and_its_family_parameters(api: http
         ("tiny-wan21-t2v", {"prompt": PROMPT, "num_inference_steps": 0}, "payload.num_inference_steps"),
         ("tiny-ltx", {"prompt": PROMPT, "num_inference_steps": 1}, "payload.num_inference_steps"),
         ("tiny-wan21-i2v", {"prompt": PROMPT}, "payload.image"),
-        ("tiny-wan21-t2v", {"prompt": PROMPT, "image": _png()}, "payload.image"),
+        ("tiny-wan21-t2v", {"prompt": PROMPT, "image": solid_png_b64()}, "payload.image"),
     ],
 )
 def test_bad_payloads_are_refused_naming_the_field(

@@ -22,7 +22,7 @@ from vidqueue.engines.diffusers.engine import DiffusersEngine
 from vidqueue.engines.diffusers.options import Cache, LocalRun, Lora
 from vidqueue.errors import ConfigError, JobCancelled
 from vidqueue.media.storage import LocalStorage
-from vidqueue.store import MemoryStore, NewRequest, Status
+from vidqueue.store import MemoryStore, NewRequest, Status, Store, open_store
 from vidqueue.worker.loop import Worker
 
 SIZES = {"16:9": (64, 32), "9:16": (32, 64), "1:1": (32, 32)}
@@ -103,7 +103,7 @@ def test_cancel_stops_within_one_denoising_step(folders: dict[str, Path], tmp_pa
     assert not (tmp_path / "video.mp4").exists()
 
 
-def _worker(tmp_path: Path, engine: DiffusersEngine, store: MemoryStore) -> Worker:
+def _worker(tmp_path: Path, engine: DiffusersEngine, store: Store) -> Worker:
     storage = LocalStorage(tmp_path / "media", "http://127.0.0.1:1", b"k" * 32)
     settings = WorkerSettings(lease_s=60, heartbeat_s=5, poll_interval_s=0.01, progress_interval_s=0)
     worker = Worker(store, {m: engine for m in engine.models()}, storage, settings, "w1", workdir=tmp_path / "work")
@@ -217,7 +217,8 @@ def test_the_worker_starts_the_next_request_before_the_previous_encode_ends(
     def passes_during_encodes(overlap: bool) -> list[int]:
         events.clear()
         engine = DiffusersEngine({"m": _run("m", "wan2.1-t2v", folders["wan2.1-t2v"], steps=2)}, overlap=overlap)
-        store = MemoryStore()
+        (tmp_path / str(overlap)).mkdir()
+        store = open_store(f"sqlite:///{tmp_path / str(overlap) / 'queue.db'}")  # the store `serve` uses
         worker = _worker(tmp_path / str(overlap), engine, store)
         assert engine.pipelines is not None
         pipe = engine.pipelines.get(engine.runs["m"], with_image=False)
@@ -305,3 +306,25 @@ def test_a_lora_on_a_family_without_a_lora_loader_stops_the_worker_at_start(huny
     run = LocalRun("hv", "hunyuanvideo-1.5-t2v", str(hunyuan), 2, 4, SIZES, lora=(Lora(str(lora)),), device="cpu")
     with pytest.raises(ConfigError, match=r"no LoRA loader for the hunyuanvideo-1\.5-t2v pipeline"):
         DiffusersEngine({"hv": run}).setup()
+
+
+@pytest.mark.parametrize(
+    "cache",
+    [
+        Cache("first_block", {"threshold": 5.0}),
+        Cache("taylorseer", {"cache_interval": 2, "disable_cache_before_step": 1}),
+        Cache("mag", {"mag_ratios": [1.0] * 8, "threshold": 0.5}),
+    ],
+)
+def test_each_cache_kind_skips_passes_and_starts_afresh_for_every_request(
+    folders: dict[str, Path], tmp_path: Path, cache: Cache
+) -> None:
+    run = dataclasses.replace(_run("m", "wan2.1-t2v", folders["wan2.1-t2v"], steps=8), cache=cache)
+    engine = DiffusersEngine({"m": run})
+    engine.setup()
+    job = Job("r", "o", "m", {"prompt": "a boat", "seed": 1})
+    first, again = (engine.generate(job, Ctx(tmp_path)).extra["generation"] for _ in range(2))
+    assert first["transformer_passes"] == 16  # 8 steps with CFG
+    assert 0 < first["full_transformer_passes"] < 16
+    assert again["full_transformer_passes"] == first["full_transformer_passes"]  # the hook's state was reset
+    assert first["cache"]["kind"] == cache.kind

@@ -4,7 +4,6 @@ decoded back and compared."""
 
 from __future__ import annotations
 
-import base64
 import io
 import re
 import time
@@ -16,9 +15,8 @@ import av
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
-from tests.support import Server, running_server, submit, wait_for
+from tests.support import Server, diffusers_server, solid_png_b64, submit, wait_for
 from tests.tiny_pipelines import build_tiny, build_tiny_lora
 
 FPS = 4
@@ -34,6 +32,12 @@ def _config(root: Path) -> Path:
         "tiny-wan": ['family = "wan2.1-t2v"', f'weights = "{wan}"', "steps = 4", "compile = false"],
         # Compiled on the CPU too: one size (each warm-up compiles a static graph per frame count).
         "tiny-wan-compiled": ['family = "wan2.1-t2v"', f'weights = "{wan}"', "steps = 4", "compile = true"],
+        "tiny-wan-math": [
+            'family = "wan2.1-t2v"',
+            f'weights = "{wan}"',
+            "steps = 4",
+            'attention_backend = "_native_math"',
+        ],
         "tiny-wan-lora": [
             'family = "wan2.1-t2v"',
             f'weights = "{wan}"',
@@ -87,8 +91,7 @@ def _config(root: Path) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server with one worker that serves every tiny model."""
     root = tmp_path_factory.mktemp("speed")
-    env = {"VIDQUEUE_CONFIG": str(_config(root)), "HF_HUB_OFFLINE": "1", "VIDQUEUE_LEASE_S": "60"}
-    with running_server(root, workers=1, **env) as running:
+    with diffusers_server(root, _config(root), lease_s=60) as running:
         yield running
 
 
@@ -111,12 +114,6 @@ def _frames(done: dict[str, Any]) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
-def _png(width: int = 400, height: int = 320) -> str:
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), (30, 140, 200)).save(out, format="PNG")
-    return base64.b64encode(out.getvalue()).decode()
-
-
 def _diff(a: np.ndarray, b: np.ndarray) -> float:
     assert a.shape == b.shape
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
@@ -133,6 +130,14 @@ def test_compile_on_and_off_give_the_same_video(api: httpx.Client) -> None:
     a, b = _frames(plain), _frames(compiled)
     assert a.shape == b.shape == (21, 32, 64, 3)
     assert _diff(a, b) < 0.5  # float32 on the CPU: the compiled graph rounds a little differently, nothing more
+
+
+def test_an_attention_backend_is_set_and_recorded(api: httpx.Client) -> None:
+    plain = _generate(api, "tiny-wan", PAYLOAD)
+    math = _generate(api, "tiny-wan-math", PAYLOAD)
+    assert "attention_backend" not in plain["outcome"]["generation"]
+    assert math["outcome"]["generation"]["attention_backend"] == "_native_math"
+    assert _diff(_frames(plain), _frames(math)) < 0.5  # the same attention, computed by another kernel
 
 
 def test_compile_seconds_reach_metrics(server: Server, api: httpx.Client) -> None:
@@ -194,7 +199,7 @@ def test_a_cache_runs_fewer_full_transformer_passes_than_none(api: httpx.Client)
 
 @pytest.mark.parametrize("model", ["tiny-wan22-t2v", "tiny-wan22-i2v"])
 def test_wan22_a14b_runs_both_experts_each_on_its_side_of_the_boundary(api: httpx.Client, model: str) -> None:
-    payload = {**PAYLOAD, "num_inference_steps": 4, **({"image": _png()} if model.endswith("i2v") else {})}
+    payload = {**PAYLOAD, "num_inference_steps": 4, **({"image": solid_png_b64()} if model.endswith("i2v") else {})}
     done = _generate(api, model, payload)
     generation = done["outcome"]["generation"]
     experts, boundary = generation["experts"], generation["boundary_timestep"]
@@ -215,7 +220,9 @@ def test_hunyuanvideo_15_text_to_video_makes_an_mp4_of_the_expected_frames_and_s
 
 
 def test_hunyuanvideo_15_image_to_video_makes_an_mp4_of_the_expected_frames_and_size(api: httpx.Client) -> None:
-    done = _generate(api, "tiny-hv15-i2v", {"prompt": PROMPT, "image": _png(), "aspect_ratio": "1:1", "seed": 3})
+    done = _generate(
+        api, "tiny-hv15-i2v", {"prompt": PROMPT, "image": solid_png_b64(), "aspect_ratio": "1:1", "seed": 3}
+    )
     frames = _frames(done)
     generation = done["outcome"]["generation"]
     assert frames.shape == (21, generation["height"], generation["width"], 3)

@@ -16,6 +16,7 @@ from tests.cases import (
     IMAGE_SHAPES_OK,
     MASTER,
     MODEL_IDS,
+    OPEN_MODEL_IDS,
     PROMPT,
     TURBO,
     VALID,
@@ -446,17 +447,7 @@ def test_image_param_names_the_image_parameter() -> None:
 # --- the catalog ---
 
 
-BUILT_IN_IDS = [
-    "wan2.1-t2v-1.3b",
-    "wan2.1-t2v-14b",
-    "wan2.1-i2v-14b-480p",
-    "wan2.2-ti2v-5b",
-    "wan2.2-t2v-a14b",
-    "wan2.2-i2v-a14b",
-    "ltx-video",
-    "hunyuanvideo-1.5-t2v",
-    "hunyuanvideo-1.5-i2v",
-]
+BUILT_IN_IDS = list(OPEN_MODEL_IDS)
 
 
 def test_catalog_holds_the_two_seed_models_then_the_built_in_open_models() -> None:

@@ -585,3 +585,13 @@ cache = { kind = "taylorseer", cache_interval = 3 }
     assert route.cache is not None and route.cache.kind == "taylorseer"
     assert route.cache.options() == {"cache_interval": 3}
     assert Settings.model_validate_json(settings.model_dump_json()) == settings  # as handed to worker processes
+
+
+def test_the_settings_know_the_catalogs_families() -> None:
+    # config.py imports nothing of the catalog (see ARCHITECTURE.md), so the family names are written in both.
+    from typing import get_args
+
+    from vidqueue.catalog import FAMILIES
+    from vidqueue.config import Family
+
+    assert get_args(Family) == FAMILIES

@@ -14,7 +14,9 @@ from typing import Any
 import diffusers
 import torch
 from diffusers import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
+from diffusers.models.attention import AttentionModuleMixin
 from diffusers.models.attention_dispatch import AttentionBackendName
+from diffusers.models.attention_processor import Attention
 
 from vidqueue.engines.diffusers.options import Cache, LocalRun, Lora
 from vidqueue.errors import ConfigError
@@ -26,6 +28,7 @@ CACHE_CONFIGS: dict[str, type] = {
     "taylorseer": TaylorSeerCacheConfig,
     "mag": MagCacheConfig,
 }
+TAYLORSEER_ATTENTION = r"^[a-z_]*blocks\.\d+\.attn\d*$"
 BACKENDS = tuple(sorted(b.value for b in AttentionBackendName))
 
 
@@ -59,6 +62,10 @@ def cache_config(cache: Cache, run: LocalRun) -> Any:
     options = dict(cache.options)
     if cache.kind == "mag":
         options.setdefault("num_inference_steps", run.steps)  # MagCache's ratios are laid out over the steps
+    if cache.kind == "taylorseer" and not options.get("use_lite_mode"):
+        # diffusers' default patterns ("^blocks.*attn", full-matched) miss attention modules named attn1, attn2
+        # (Wan, LTX-Video): name every attention module of the blocks instead.
+        options.setdefault("cache_identifiers", [TAYLORSEER_ATTENTION])
     try:
         return CACHE_CONFIGS[cache.kind](**options)
     except (TypeError, ValueError) as exc:
@@ -89,24 +96,25 @@ def apply_speed(pipe: Any, run: LocalRun, device: torch.device) -> None:
 
 
 def count_block_runs(transformer: Any) -> None:
-    """Count the runs of the transformer's last repeated block in ``transformer._vidqueue_block_runs``.
+    """Count, in ``transformer._vidqueue_block_runs``, the passes in which the last block computed its attention.
 
-    Installed before a cache hook wraps that block, the counter sits under the hook: a step the cache skips does
-    not reach it. The outcome records these as full passes.
+    Installed before a cache hook wraps that block (first-block cache, MagCache) or its attention (TaylorSeer), the
+    counter sits under the hook: a pass the cache skips or predicts does not reach it. The outcome records these.
     """
     names = set(getattr(transformer, "_repeated_blocks", None) or ())
     blocks = [m for m in transformer.modules() if type(m).__name__ in names]
     if not blocks:
         return
     last = blocks[-1]
+    target: Any = next((m for m in last.modules() if isinstance(m, AttentionModuleMixin | Attention)), last)
     counter = [0]
-    original = last.forward
+    original = target.forward
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         counter[0] += 1
         return original(*args, **kwargs)
 
-    last.forward = counted
+    target.forward = counted
     transformer._vidqueue_block_runs = counter
 
 
