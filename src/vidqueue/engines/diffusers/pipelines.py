@@ -41,6 +41,7 @@ PIPELINES: dict[str, tuple[str | None, str | None]] = {
 # Every duration a request may ask for (the catalog's DURATION options): each frame count is warmed up.
 DURATIONS = (5.0, 10.0)
 
+
 def check_family(run: LocalRun) -> None:
     """Refuse at start what the model's pipeline classes cannot do (LoRA adapters on a pipeline without a loader)."""
     classes = [getattr(diffusers, name) for name in PIPELINES[run.family] if name is not None]
