@@ -99,7 +99,7 @@ class DiffusersEngine:
         try:
             with self._device_lock:
                 waited = self._clock() - started
-                result = self._device_stage(run, plan, job, ctx)
+                result = self._device_stage(run, plan, ctx)
         finally:
             ctx.stage_done()
         host_started = self._clock()
@@ -120,7 +120,7 @@ class DiffusersEngine:
         generation = {**plan.describe(), **result.settings, **run.speed_settings(self.pipelines.device.type), **timing}
         return GeneratedMedia(videos=[video], info=info, thumbnail=thumbnail, extra={"generation": generation})
 
-    def _device_stage(self, run: LocalRun, plan: Plan, job: Job, ctx: JobContext) -> DeviceResult:
+    def _device_stage(self, run: LocalRun, plan: Plan, ctx: JobContext) -> DeviceResult:
         assert self.pipelines is not None
         try:
             pipe = self.pipelines.get(run, with_image=plan.image is not None)

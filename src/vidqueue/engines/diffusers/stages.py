@@ -58,7 +58,9 @@ def call_kwargs(
     if run.family in HUNYUAN_15:
         # Guidance lives in the pipeline's guider object, not in a call argument; at 1 or less CFG is off (one
         # pass per step), as the other families' pipelines do for guidance_scale <= 1.
-        pipe.guider = pipe.guider.new(guidance_scale=max(plan.guidance_scale, 1.0))
+        scale = max(plan.guidance_scale, 1.0)
+        if getattr(pipe.guider, "guidance_scale", None) != scale:  # new() logs diffusers' "experimental" warning
+            pipe.guider = pipe.guider.new(guidance_scale=scale)
     else:
         kwargs["guidance_scale"] = plan.guidance_scale
     if run.guidance_2_share is not None and getattr(pipe, "transformer_2", None) is not None:
