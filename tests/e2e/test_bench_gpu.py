@@ -45,3 +45,20 @@ def test_the_gpu_benchmark_harness_runs_in_tiny_mode(tmp_path: Path, mode: str, 
         assert overlapped["requests"] == 3 and overlapped["overlap"] is True and overlapped["videos_per_hour"] > 0
         assert overlapped["started_before_previous_finished"] == 2  # each next request began before the last ended
         assert serial["overlap"] is False and serial["started_before_previous_finished"] == 0
+
+
+def test_the_hunyuan_attention_benchmark_runs_in_tiny_mode(tmp_path: Path) -> None:
+    out = tmp_path / "h.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "hunyuan_attention.py"), "--tiny", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["blocks_changed"] == 2 and result["valid_encoder_tokens"] == 7
+    assert result["masked_s"] > 0 and result["unpadded_s"] > 0 and result["pass_tflop_unpadded"] > 0
+    assert result["max_abs_diff"] < 1e-4  # float32 on the CPU: the same output without the mask

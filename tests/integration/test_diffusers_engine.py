@@ -328,3 +328,34 @@ def test_each_cache_kind_skips_passes_and_starts_afresh_for_every_request(
     assert 0 < first["full_transformer_passes"] < 16
     assert again["full_transformer_passes"] == first["full_transformer_passes"]  # the hook's state was reset
     assert first["cache"]["kind"] == cache.kind
+
+
+def test_hunyuanvideo_15_attention_without_the_padding_mask_gives_the_same_output(hunyuan: Path) -> None:
+    from diffusers import HunyuanVideo15Pipeline
+
+    from vidqueue.engines.diffusers.hunyuan import UnpaddedAttnProcessor, unpad_attention
+
+    pipe = HunyuanVideo15Pipeline.from_pretrained(hunyuan, dtype=torch.float32)
+    transformer = pipe.transformer
+    config = transformer.config
+    torch.manual_seed(0)
+    inputs = {
+        "hidden_states": torch.randn(1, config.in_channels, 3, 4, 6),
+        "timestep": torch.tensor([500.0]),
+        "encoder_hidden_states": torch.randn(1, 12, config.text_embed_dim),
+        "encoder_attention_mask": torch.tensor([[1] * 5 + [0] * 7]),  # a short prompt: 7 slots of padding
+        "encoder_hidden_states_2": torch.randn(1, 6, config.text_embed_2_dim),
+        "encoder_attention_mask_2": torch.tensor([[1] * 2 + [0] * 4]),
+        "image_embeds": torch.zeros(1, 3, config.image_embed_dim),  # text to video: the image slots are padding
+    }
+    with torch.inference_mode():
+        masked = transformer(**inputs, return_dict=False)[0]
+        assert unpad_attention(transformer) == config.num_layers
+        assert all(
+            isinstance(p, UnpaddedAttnProcessor) for p in (b.attn.processor for b in transformer.transformer_blocks)
+        )
+        unpadded = transformer(**inputs, return_dict=False)[0]
+    # It took the unpadded path: 5 + 2 valid text tokens (the image slots of text to video are all padding).
+    assert transformer.transformer_blocks[0].attn.processor._valid == 7
+    assert unpadded.shape == masked.shape
+    torch.testing.assert_close(unpadded, masked, rtol=1e-4, atol=1e-5)

@@ -66,6 +66,8 @@ class LocalRun:
     def speed_settings(self, device_type: str) -> dict[str, Any]:
         """The load-time settings that shape speed and output, as the outcome's ``generation`` records them."""
         out: dict[str, Any] = {"compile": self.compiles_on(device_type)}
+        if self.family.startswith("hunyuanvideo-1.5"):
+            out["unpadded_attention"] = True
         if self.attention_backend:
             out["attention_backend"] = self.attention_backend
         if self.lora:

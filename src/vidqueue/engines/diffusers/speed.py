@@ -18,6 +18,7 @@ from diffusers.models.attention import AttentionModuleMixin
 from diffusers.models.attention_dispatch import AttentionBackendName
 from diffusers.models.attention_processor import Attention
 
+from vidqueue.engines.diffusers.hunyuan import unpad_attention
 from vidqueue.engines.diffusers.options import Cache, LocalRun, Lora
 from vidqueue.errors import ConfigError
 
@@ -82,6 +83,8 @@ def apply_speed(pipe: Any, run: LocalRun, device: torch.device) -> None:
     elif run.scheduler_options:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **run.scheduler_options)
     for transformer in transformers_of(pipe):
+        if run.family.startswith("hunyuanvideo-1.5"):
+            unpad_attention(transformer)  # lossless: the same attention without the padding mask
         if run.attention_backend:
             transformer.set_attention_backend(run.attention_backend)
         if run.cache is not None:
