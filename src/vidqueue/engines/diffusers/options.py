@@ -65,7 +65,13 @@ class LocalRun:
 
     def speed_settings(self, device_type: str) -> dict[str, Any]:
         """The load-time settings that shape speed and output, as the outcome's ``generation`` records them."""
-        out: dict[str, Any] = {"compile": self.compiles_on(device_type)}
+        # The dtype as loaded: half precision is float32 on a CPU (see pipelines.Resident._load).
+        out: dict[str, Any] = {"dtype": self.dtype if device_type != "cpu" else "float32"}
+        out["compile"] = self.compiles_on(device_type)
+        if self.cpu_offload and device_type == "cuda":
+            out["cpu_offload"] = True
+        if self.vae_tiling:
+            out["vae_tiling"] = True
         if self.family.startswith("hunyuanvideo-1.5"):
             out["unpadded_attention"] = True
         if self.attention_backend:
