@@ -207,7 +207,7 @@ def test_the_worker_starts_the_next_request_before_the_previous_encode_ends(
 
     def slow_encode(frames: Any, **kwargs: Any) -> Any:
         events.append(("encode-start", time.monotonic()))
-        time.sleep(0.6)  # a long host stage: the next request's denoising must not wait for it
+        time.sleep(0.4)  # a long host stage: the next request's denoising must not wait for it
         info = encode(frames, **kwargs)
         events.append(("encode-end", time.monotonic()))
         return info

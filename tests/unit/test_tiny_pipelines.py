@@ -435,7 +435,9 @@ def test_the_hunyuan_tokenizer_crops_to_the_prompt(tmp_path: Path) -> None:
     assert ids[1, int(mask[1].sum()) :].eq(tokenizer.pad_token_id).all()
 
 
-@pytest.mark.parametrize("family", LORA_FAMILIES)
+# One family per LoRA loader path: Wan's (text), Wan 2.2 A14B's two experts, LTX-Video's. The Wan 2.1 and 2.2 image
+# folders use the same loader as the text one and cost seconds each.
+@pytest.mark.parametrize("family", ["wan2.1-t2v", "wan2.2-i2v", "ltx-video"])
 def test_a_lora_file_changes_the_video_and_scale_zero_gives_it_back(family: str, tmp_path: Path) -> None:
     """load_lora_weights(file) changes the video; adapter weight 0 and fuse_lora(lora_scale=0) restore it exactly."""
     mode = "text" if CLASSES[family][0] else "image"
