@@ -8,6 +8,11 @@ request extension, which also drives certificate hostname checks), so a second D
 another address (DNS rebinding). Redirects are followed by hand, each hop checked the same way. The whole
 fetch, slow bodies included, ends by one deadline, and the body is cut off past a byte cap.
 
+A URL whose host is not a valid name (bad IDNA such as ``xn--``, an empty label, a label over 63 characters) or
+whose port is out of range is refused before anything is resolved. Certificates are checked against the system's
+trust store, ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` included (an operator's private CA), with the certifi bundle
+only where the system has no trust store at all.
+
 Failures raise ``FetchError`` (or ``BlockedAddress``); callers translate them into the error tree, e.g.
 ``media.images`` into ``InvalidImage``.
 """
@@ -15,9 +20,13 @@ Failures raise ``FetchError`` (or ``BlockedAddress``); callers translate them in
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.cookiejar
 import ipaddress
+import os
+import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,6 +46,7 @@ MAX_REDIRECTS = 5
 _REDIRECTS = {301, 302, 303, 307, 308}
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT: not global, not "private" in 3.11
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}", re.ASCII)  # one DNS label as it goes on the wire (A-labels for IDNA)
 
 
 class FetchError(Exception):
@@ -146,9 +156,16 @@ def vet_url(
         raise FetchError(f"is not a valid URL ({exc})") from exc
     if parsed.scheme not in ("http", "https"):
         raise FetchError("must use http or https")
-    host = parsed.host
+    wire_host = parsed.raw_host.decode("ascii", errors="replace")
+    shown = repr(wire_host if len(wire_host) <= 80 else wire_host[:77] + "...")
+    try:
+        host = parsed.host  # decodes IDNA A-labels ("xn--…"), which fails on malformed ones
+    except (UnicodeError, ValueError) as exc:  # idna.IDNAError is a UnicodeError
+        raise FetchError(f"has an invalid host name: {shown} is not valid IDNA ({exc})") from exc
     if not host:
         raise FetchError("has no host name")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise FetchError(f"has an invalid port ({parsed.port}); a port is 1 to 65535")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     addresses: list[IPAddress]
     try:
@@ -156,6 +173,9 @@ def vet_url(
     except ValueError:
         addresses = []
     if not addresses:
+        problem = _host_name_problem(wire_host)
+        if problem is not None:
+            raise FetchError(f"has an invalid host name: {shown} {problem}")
         # A name, or a numeric form ipaddress does not take ("2130706433", "127.1"): getaddrinfo reads
         # those the way the socket layer would, so they are checked as what they really connect to.
         try:
@@ -180,6 +200,44 @@ def vet_url(
                 )
     # Connect to the first answer, the one getaddrinfo ranks best; all of them passed the check.
     return Target(url=parsed, address=str(addresses[0]))
+
+
+def _host_name_problem(name: str) -> str | None:
+    """Why ``name`` (ASCII, as sent on the wire) cannot be a DNS host name, or None when it can."""
+    labels = name.removesuffix(".").split(".")  # one trailing dot: a fully qualified name
+    if len(name.removesuffix(".")) > 253:
+        return "is longer than 253 characters"
+    for label in labels:
+        if not label:
+            return "has an empty label"
+        if len(label) > 63:
+            return "has a label longer than 63 characters"
+        if not _LABEL.fullmatch(label):
+            return "holds characters a host name cannot"
+    return None
+
+
+def tls_context() -> ssl.SSLContext:
+    """The context that checks servers' certificates: the system's trust store, as OpenSSL finds it.
+
+    ``ssl.create_default_context`` loads OpenSSL's default verify paths, which honour ``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR``; so a private CA an operator installed in the system store or names there is trusted. Only
+    when the system has no trust store at all (a bare container) is the certifi bundle httpx ships used instead.
+    One context per setting of those variables, shared by every fetch (building one reads the whole store).
+    """
+    return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    del cert_file, cert_dir  # the cache key: OpenSSL reads the variables itself
+    context = ssl.create_default_context()
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile is None and paths.capath is None:
+        import certifi  # httpx's own dependency
+
+        context.load_verify_locations(cafile=certifi.where())
+    return context
 
 
 def fetch(
@@ -273,6 +331,7 @@ def _guarded_get(
     # Env proxies would resolve names themselves and bypass the pinning; cookies must never carry over.
     client = httpx.Client(
         transport=transport,
+        verify=tls_context(),
         trust_env=False,
         follow_redirects=False,
         cookies=http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
@@ -293,7 +352,10 @@ def _guarded_get(
                     location = response.headers.get("location")
                     if not location:
                         raise FetchError(f"could not be fetched: HTTP {response.status_code} without a Location")
-                    current = target.url.join(location)
+                    try:
+                        current = target.url.join(location)
+                    except httpx.InvalidURL as exc:
+                        raise FetchError(f"could not be fetched: it redirects to an invalid URL ({exc})") from exc
                     continue
                 if response.status_code != 200:
                     status = response.status_code
@@ -309,7 +371,7 @@ def _guarded_get(
     except httpx.HTTPError as exc:
         if deadline.expired():
             raise FetchError(f"could not be fetched within {timeout_s:g} s", transient=True) from exc
-        raise FetchError(f"could not be fetched: {_describe(exc)}", transient=True) from exc
+        raise FetchError(f"could not be fetched: {_describe(exc)}", transient=_untrusted(exc) is None) from exc
     finally:
         deadline.cancel()
         if transport is None:
@@ -328,7 +390,7 @@ def post(
 ) -> int:
     """POST ``content`` to ``url`` through the guard (one vetted hop, redirects not followed); answer the status."""
     deadline = _Deadline(timeout_s)
-    client = httpx.Client(transport=transport, trust_env=False, follow_redirects=False)
+    client = httpx.Client(transport=transport, verify=tls_context(), trust_env=False, follow_redirects=False)
     try:
         target = vet_url(
             url, allow_private=allow_private, resolver=resolver, resolve_timeout_s=max(0.0, deadline.remaining())
@@ -339,7 +401,7 @@ def post(
     except httpx.HTTPError as exc:
         if deadline.expired():
             raise FetchError(f"got no answer within {timeout_s:g} s", transient=True) from exc
-        raise FetchError(f"could not be reached: {_describe(exc)}", transient=True) from exc
+        raise FetchError(f"could not be reached: {_describe(exc)}", transient=_untrusted(exc) is None) from exc
     finally:
         deadline.cancel()
         if transport is None:
@@ -383,7 +445,7 @@ def _send(
         raise FetchError("could not be fetched within the time limit")
     extensions: dict[str, Any] = {"trace": deadline.trace}
     if target.url.scheme == "https":
-        extensions["sni_hostname"] = target.url.host
+        extensions["sni_hostname"] = target.url.raw_host.decode("ascii")  # the A-label form certificates name
     request = client.build_request(
         method,
         target.connect_url,
@@ -397,7 +459,12 @@ def _send(
         timeout=httpx.Timeout(remaining),
         extensions=extensions,
     )
-    return client.send(request, stream=True)
+    try:
+        return client.send(request, stream=True)
+    except UnicodeError as exc:
+        # httpx reads a redirect's Location even when it does not follow it, and a host there that is not valid
+        # IDNA ("xn--") raises idna's error (a UnicodeError), not an httpx one; nothing else in a send decodes IDNA.
+        raise FetchError(f"could not be fetched: it redirects to an invalid URL ({exc})") from exc
 
 
 def _capped(response: httpx.Response, max_bytes: int, deadline: _Deadline) -> Iterator[bytes]:
@@ -425,9 +492,25 @@ def format_bytes(n: int) -> str:
     return f"{n} bytes"
 
 
+def _untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate check that failed under an httpx error (httpx and httpcore chain it as the cause), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _describe(exc: httpx.HTTPError) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "the server did not answer in time"
+    untrusted = _untrusted(exc)
+    if untrusted is not None:
+        why = untrusted.verify_message or str(untrusted)
+        return f"the server's TLS certificate is not trusted ({why})"
     if isinstance(exc, httpx.ConnectError):
         return f"could not connect ({exc})"
     return f"{type(exc).__name__} ({exc})"

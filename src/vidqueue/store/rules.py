@@ -6,6 +6,7 @@ import base64
 import binascii
 import logging
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,20 +22,33 @@ WORKER_LOST_MESSAGE = (
 )
 
 
+MAX_SEQ = 2**63 - 1  # the largest row sequence number a store can hold (a signed 64-bit integer)
+_CURSOR = re.compile(r"s(0|[1-9][0-9]{0,18})", re.ASCII)  # at most 19 digits; MAX_SEQ bounds the rest
+_MAX_CURSOR_CHARS = 64  # "s" and 19 digits are 28 base64 characters
+
+
 def encode_cursor(seq: int) -> str:
     """An opaque cursor pointing just past a row."""
     return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> int:
-    """The row sequence number a cursor points past; InvalidInput if it is not ours."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("s"):
-            raise ValueError(raw)
-        return int(raw[1:])
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidInput(details=[FieldError("cursor", "is not a cursor returned by this server")]) from exc
+    """The row sequence number a cursor points past; InvalidInput if it is not ours.
+
+    Only what ``encode_cursor`` writes is read back: ``s`` and a plain decimal in the range of a signed 64-bit
+    integer. ``int()`` alone would also take signs, spaces, underscores, non-ASCII digits and numbers no database
+    column can be compared with (a driver error, not a 400).
+    """
+    raw = ""
+    if len(cursor) <= _MAX_CURSOR_CHARS:
+        try:
+            raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode("ascii")
+        except (ValueError, binascii.Error):
+            raw = ""
+    match = _CURSOR.fullmatch(raw)
+    if match is None or int(match.group(1)) > MAX_SEQ:
+        raise InvalidInput(details=[FieldError("cursor", "is not a cursor returned by this server")])
+    return int(match.group(1))
 
 
 def clean_facts(facts: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:

@@ -403,7 +403,9 @@ class SqlStore(SqlDeliveries, SqlPruning):
             where.append(_R.status == status.value)
         page_where = list(where)
         if cursor is not None:
-            page_where.append(_R.seq < decode_cursor(cursor))
+            # Bound as a BIGINT: on PostgreSQL `seq` is a 32-bit column, and a cursor past 2**31 (any 64-bit value
+            # decode_cursor lets through) must mean "past every row", not an "integer out of range".
+            page_where.append(_R.seq < sa.literal(decode_cursor(cursor), sa.BigInteger))
         with self._read() as conn:
             total = conn.execute(sa.select(sa.func.count()).select_from(requests).where(*where)).scalar_one()
             rows = conn.execute(sa.select(requests).where(*page_where).order_by(_R.seq.desc()).limit(limit + 1)).all()
