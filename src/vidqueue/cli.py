@@ -110,7 +110,7 @@ def serve(
 
     from vidqueue.api import create_app
     from vidqueue.api.ops import RetentionMetrics, WebhookMetrics
-    from vidqueue.api.serving import DrainingServer
+    from vidqueue.api.serving import DrainingServer, guarded_http
     from vidqueue.api.state import AppState
     from vidqueue.api.webhooks import Dispatcher
     from vidqueue.bootstrap import catalog_for, describe_storage, describe_store, open_storage
@@ -172,7 +172,15 @@ def serve(
     # On SIGTERM submits and /readyz answer 503 for the drain while the workers finish within their grace (reads go
     # on meanwhile); then uvicorn closes. A second signal closes at once and has the workers hand back.
     server = DrainingServer(
-        uvicorn.Config(api, host=settings.host, port=settings.port, log_level="warning", access_log=False),
+        uvicorn.Config(
+            api,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            # Limits on request heads (size, time), which uvicorn's default protocol lacks.
+            http=guarded_http(settings.max_header_bytes, settings.header_timeout_s),
+        ),
         api.state.vq,
         drain_s=settings.drain_s,
         on_stop=supervisor.request_stop,

@@ -253,6 +253,10 @@ class Settings(_Section):
     cancel_wait_s: float = Field(5.0, ge=0)
     # On SIGTERM the API answers submits 503 and /readyz 503 this long (so load balancers drain it) before closing.
     drain_s: float = Field(3.0, ge=0, le=600)
+    # A request's head (request line and headers) larger than this gets 431; one not complete this long after its
+    # first byte (or after the connection opens) gets 408 and the connection is closed.
+    max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
     log_level: str = "info"
     engines: EnginesSettings = EnginesSettings()
     worker: WorkerSettings = WorkerSettings()
@@ -315,6 +319,8 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "ALLOW_PRIVATE_URLS": ("allow_private_urls",),
     "CANCEL_WAIT_S": ("cancel_wait_s",),
     "DRAIN_S": ("drain_s",),
+    "MAX_HEADER_BYTES": ("max_header_bytes",),
+    "HEADER_TIMEOUT_S": ("header_timeout_s",),
     "LOG_LEVEL": ("log_level",),
     "EMULATOR_LATENCY_S": ("engines", "emulator", "latency_s"),
     "EMULATOR_FAILURE_RATE": ("engines", "emulator", "failure_rate"),

@@ -12,6 +12,8 @@ from vidqueue.errors import Forbidden, Unauthenticated
 from vidqueue.store import ApiKey
 from vidqueue.store.keys import hash_key
 
+CALLER = "vidqueue.caller"  # the scope key an authenticated call's Caller is kept under
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -30,9 +32,13 @@ async def authenticate(request: Request) -> Caller:
     """The caller's key; 401 without a valid one, 403 when X-Organization-ID names another organisation.
 
     Every call passes here, so it is one plain dependency that reads the headers itself (no thread hop, no
-    sub-dependencies), and the store is asked only on a cache miss. The OpenAPI document gets the bearer scheme
-    and the header from ``document_auth``.
+    sub-dependencies), and the store is asked only on a cache miss. The API's routes call it before FastAPI reads
+    the body (``intake.AuthenticatedRoute``); the dependency then finds the caller in the scope. The OpenAPI
+    document gets the bearer scheme and the header from ``document_auth``.
     """
+    known = request.scope.get(CALLER)
+    if isinstance(known, Caller):
+        return known
     state = await get_state(request)
     authorization = request.headers.get("authorization")
     x_organization_id = request.headers.get("x-organization-id")
@@ -51,7 +57,9 @@ async def authenticate(request: Request) -> Caller:
         raise Unauthenticated("The API key is not valid (unknown or revoked).")
     if x_organization_id is not None and x_organization_id != key.org_id:
         raise Forbidden("The X-Organization-ID header does not match the API key's organisation.")
-    return Caller(key, state)
+    caller = Caller(key, state)
+    request.scope[CALLER] = caller
+    return caller
 
 
 Auth = Annotated[Caller, Depends(authenticate)]

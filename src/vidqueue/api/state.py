@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+from anyio import CapacityLimiter
 from fastapi import Request
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
@@ -56,6 +57,9 @@ class AppState:
     keys: KeyCache = field(default_factory=KeyCache)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     draining: bool = False  # set on SIGTERM: submits and /readyz answer 503 until the server closes
+    # Large bodies are parsed and checked in a thread, one at a time: parsing one of a million keys is a single
+    # C call that holds the GIL for a few tenths of a second, and several at once would hold the loop for their sum.
+    large_bodies: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(1))
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call: inline when the store's calls are local and quick, else in a thread.

@@ -84,16 +84,12 @@ class ModelSpec:
         errors: list[FieldError] = []
         # Details come in parameter order, then nested-spelling problems, then unknown keys.
         late: list[FieldError] = []
-        aliased = self._read_aliases(payload, late)
+        aliased, unnamed = self._read_aliases(payload, late)
         known = {p.name for p in self.params} | set(self._aliases())
         allowed = ", ".join(p.name for p in self.params)
-        unknown = [key for key in payload if key not in known]
         message = f"is not a parameter of model {self.id} (allowed: {allowed})"
-        # Named one by one up to a point: a body of a million unknown keys must not cost a million details.
-        late += [FieldError(f"payload.{key}", message) for key in unknown[:MAX_NAMED_UNKNOWN]]
-        unnamed = max(0, len(unknown) - MAX_NAMED_UNKNOWN)
-        if unnamed:
-            late.append(FieldError("payload", f"has {unnamed} more keys that are not parameters of model {self.id}"))
+        more = f"more keys that are not parameters of model {self.id}"
+        unnamed += _name_unknown([key for key in payload if key not in known], "payload", message, more, late)
 
         accepted: dict[str, Any] = {}
         for param in self.params:
@@ -121,7 +117,7 @@ class ModelSpec:
         errors += late
         if errors:
             first = errors[0]
-            others = len(errors) - 1 + (unnamed - 1 if unnamed else 0)  # the summary detail stands for the unnamed
+            others = len(errors) - 1 + unnamed  # each summary detail stands for its unnamed keys, less itself
             summary = f"{first.field} {first.message}" + (f" (and {others} more)" if others else "")
             raise InvalidInput(summary, details=errors)
         return accepted
@@ -184,9 +180,11 @@ class ModelSpec:
                 out.setdefault(parent, {})[sub] = param
         return out
 
-    def _read_aliases(self, payload: dict[str, Any], errors: list[FieldError]) -> dict[str, _Given]:
-        """The values given through nested spellings, by parameter name, each with its path."""
+    def _read_aliases(self, payload: dict[str, Any], errors: list[FieldError]) -> tuple[dict[str, _Given], int]:
+        """The values given through nested spellings, by parameter name, each with its path; and how many
+        unknown nested keys a summary detail stands for, beyond the summaries themselves."""
         found: dict[str, _Given] = {}
+        unnamed = 0
         for parent, members in self._aliases().items():
             if parent not in payload:
                 continue
@@ -197,10 +195,25 @@ class ModelSpec:
                 continue
             if not nested:
                 errors.append(FieldError(f"payload.{parent}", f"must hold at least one of: {subs}"))
-            for key, value in nested.items():
-                if key in members:
-                    found.setdefault(members[key].name, []).append((f"payload.{parent}.{key}", value))
-                else:
-                    message = f"is not allowed in {parent} (allowed: {subs})"
-                    errors.append(FieldError(f"payload.{parent}.{key}", message))
-        return found
+            for key, param in members.items():
+                if key in nested:
+                    found.setdefault(param.name, []).append((f"payload.{parent}.{key}", nested[key]))
+            unknown = [key for key in nested if key not in members]
+            message = f"is not allowed in {parent} (allowed: {subs})"
+            more = f"more keys that are not allowed in {parent}"
+            unnamed += _name_unknown(unknown, f"payload.{parent}", message, more, errors)
+        return found, unnamed
+
+
+def _name_unknown(unknown: list[str], where: str, message: str, more: str, errors: list[FieldError]) -> int:
+    """Add a detail per unknown key of ``where`` up to MAX_NAMED_UNKNOWN, then one that counts the rest.
+
+    A body of a million unknown keys must not cost a million details. Returns how many keys the summary detail
+    stands for beyond itself (0 without one).
+    """
+    errors += [FieldError(f"{where}.{key}", message) for key in unknown[:MAX_NAMED_UNKNOWN]]
+    rest = len(unknown) - MAX_NAMED_UNKNOWN
+    if rest <= 0:
+        return 0
+    errors.append(FieldError(where, f"has {rest} {more}"))
+    return rest - 1
