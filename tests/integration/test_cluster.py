@@ -23,7 +23,7 @@ from tests import pg
 from tests.s3server import S3Server, s3_server_fixture  # noqa: F401
 from tests.support import Server, WorkerProcess, decode_video, fast_env, free_port, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # restarts the machine's PostgreSQL mid-run
 
 ORGS = {"big": 200, "small1": 50, "small2": 50}
 FIRST_WAVE = 10  # each small organisation's first requests, submitted right after the big one's 200

@@ -66,6 +66,7 @@ def test_a_submit_wakes_a_worker_in_another_process_through_notify(db: str) -> N
         worker.close()
 
 
+@pytest.mark.serial  # restarts the machine's PostgreSQL under every other test that uses it
 def test_the_store_and_its_listener_come_back_after_a_database_restart(db: str) -> None:
     store, other = SqlStore.open(db), SqlStore.open(db)
     heard = Heard()
