@@ -6,15 +6,16 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUED = ("--requests", "3", "--compare-overlap", "2")
 
 
-def test_the_gpu_benchmark_harness_runs_both_modes_in_tiny_mode(tmp_path: Path) -> None:
-    out = tmp_path / "gpu.json"
+def run_tiny(script: str, out: Path, *args: str) -> dict[str, Any]:
+    """Run a benchmark script in its tiny mode (on the CPU, hub offline) and read the result it wrote."""
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--tiny", "--mode", "all", "--out", str(out), *QUEUED],
+        [sys.executable, str(ROOT / "bench" / script), "--tiny", "--out", str(out), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -22,7 +23,12 @@ def test_the_gpu_benchmark_harness_runs_both_modes_in_tiny_mode(tmp_path: Path) 
         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def test_the_gpu_benchmark_harness_runs_both_modes_in_tiny_mode(tmp_path: Path) -> None:
+    result = run_tiny("gpu.py", tmp_path / "gpu.json", "--mode", "all", *QUEUED)
     assert result["settings"]["frames"] == 21 and result["settings"]["device"] == "cpu"
     assert result["matmul_tflops"] > 0 and set(result["modes"]) == {"fast", "lossless"}
     for mode, measured in result["modes"].items():
@@ -43,17 +49,7 @@ def test_the_gpu_benchmark_harness_runs_both_modes_in_tiny_mode(tmp_path: Path) 
 
 
 def test_the_hunyuan_attention_benchmark_runs_in_tiny_mode(tmp_path: Path) -> None:
-    out = tmp_path / "h.json"
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "hunyuan_attention.py"), "--tiny", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = run_tiny("hunyuan_attention.py", tmp_path / "h.json")
     assert result["blocks_changed"] == 2 and result["valid_encoder_tokens"] == 7
     assert result["masked_s"] > 0 and result["unpadded_s"] > 0 and result["pass_tflop_unpadded"] > 0
     assert result["max_abs_diff"] < 1e-4  # float32 on the CPU: the same output without the mask
