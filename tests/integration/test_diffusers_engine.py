@@ -286,6 +286,10 @@ def test_hunyuanvideo_15_reports_progress_per_step_and_cancels_within_a_step(hun
         ({"attention_backend": "warp_drive"}, "attention_backend 'warp_drive' is not one of diffusers'"),
         ({"scheduler": "NoSuchScheduler"}, "scheduler 'NoSuchScheduler' is not a diffusers scheduler class"),
         ({"scheduler": "WanPipeline"}, "scheduler 'WanPipeline' is not a diffusers scheduler class"),
+        (
+            {"scheduler": "UniPCMultistepScheduler", "scheduler_options": {"flow_shfit": 5.0}},
+            "scheduler_options flow_shfit: not options of UniPCMultistepScheduler",
+        ),
         ({"cache": Cache("first_block", {"treshold": 0.1})}, "cache first_block: "),
         ({"cache": Cache("mag", {"threshold": 0.1})}, "mag_ratios"),
         ({"lora": (Lora("/nowhere/lora.safetensors"),)}, "lora path /nowhere/lora.safetensors does not exist"),

@@ -7,6 +7,7 @@ in an order that works: adapters are fused into the weights before anything comp
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -50,12 +51,24 @@ def check_speed(run: LocalRun) -> None:
         cls = getattr(diffusers, run.scheduler, None)
         if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
             raise ConfigError(f"{where} scheduler {run.scheduler!r} is not a diffusers scheduler class.")
+        check_scheduler_options(cls, run)
     if run.cache is not None:
         cache_config(run.cache, run)
     for lora in run.lora:
         path = Path(lora.path).expanduser()
         if lora.path.startswith((".", "/", "~")) and not path.exists():
             raise ConfigError(f"{where} lora path {lora.path} does not exist.")
+
+
+def check_scheduler_options(cls: type, run: LocalRun) -> None:
+    """Refuse scheduler_options the scheduler class does not take (diffusers would only log and ignore them)."""
+    taken = set(inspect.signature(cls).parameters)
+    unknown = sorted(set(run.scheduler_options) - taken)
+    if unknown:
+        raise ConfigError(
+            f'[models."{run.model_id}"] scheduler_options {", ".join(unknown)}: not options of {cls.__name__} '
+            f"(it takes: {', '.join(sorted(taken))})."
+        )
 
 
 def cache_config(cache: Cache, run: LocalRun) -> Any:
@@ -81,6 +94,7 @@ def apply_speed(pipe: Any, run: LocalRun, device: torch.device) -> None:
         cls = getattr(diffusers, run.scheduler)
         pipe.scheduler = cls.from_config(pipe.scheduler.config, **run.scheduler_options)
     elif run.scheduler_options:
+        check_scheduler_options(type(pipe.scheduler), run)
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **run.scheduler_options)
     for transformer in transformers_of(pipe):
         if run.family.startswith("hunyuanvideo-1.5"):
