@@ -5,16 +5,26 @@ The checks follow the public model table: a JPEG or PNG (by content, not by name
 pixel count is read from the header and capped before anything is decoded, so a small file that claims a
 huge canvas (a pixel bomb) costs nothing; a full decode then proves the file is not truncated or corrupt.
 Every failure is an ``InvalidImage`` whose detail names the field and the rule. The original bytes are kept.
+
+Memory: a full decode of a 40-megapixel image holds 120 MB of pixels, so at most ``DECODE_SLOTS`` decodes run at
+once in a process (more callers wait their turn, they are not refused), a JPEG is decoded at 1/8 scale (every
+byte of it is still read and entropy-decoded, which is what proves it whole), the decoded pixels are released as
+soon as the check is done, and after a large decode glibc is asked to hand freed memory back to the system
+(it keeps freed arenas otherwise, and the process would stay at its peak). Callers run this in a thread, never on
+an event loop: a decode takes up to a second.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
 import io
 import re
 import struct
-from collections.abc import Sequence
+import sys
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,12 +40,31 @@ MIN_SIDE = 300
 MAX_RATIO = 2.5
 MAX_PIXELS = 40_000_000
 MAX_BYTES = 10 * 1024 * 1024
+DECODE_SLOTS = 2  # full decodes at once per process; each holds up to MAX_PIXELS * 3 bytes (4 for CMYK)
+TRIM_AFTER_PIXELS = 4_000_000  # a decode this large has freed enough to be worth a malloc_trim
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):", re.ASCII)
 _DATA_URI = re.compile(r"^data:([^,]*?),", re.IGNORECASE | re.DOTALL)
 _BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$", re.ASCII)
+_DECODES = threading.BoundedSemaphore(DECODE_SLOTS)
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where there is none (macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _find_malloc_trim()
 
 
 @dataclass(frozen=True)
@@ -120,7 +149,7 @@ def check_image(
         image = opener(io.BytesIO(data))
     except (OSError, SyntaxError, ValueError, struct.error, EOFError, Image.DecompressionBombError) as exc:
         raise _invalid(field, "must be a JPEG or PNG image (the file header is not valid)") from exc
-    with image:
+    try:
         width, height = image.size
         if width * height > max_pixels:
             raise _invalid(
@@ -131,18 +160,30 @@ def check_image(
             raise _invalid(field, f"width and height must be at least {MIN_SIDE} px (got {width}x{height})")
         if width * 2 > height * 5 or height * 2 > width * 5:  # ratio outside [1/2.5, 2.5], in integers
             raise _invalid(field, f"aspect ratio must be between 1:2.5 and 2.5:1 (got {width}x{height})")
-        try:
-            image.load()
-        except (
-            OSError,
-            SyntaxError,
-            ValueError,
-            struct.error,
-            EOFError,
-            MemoryError,
-            Image.DecompressionBombError,
-        ) as exc:
-            raise _invalid(field, "could not be decoded: the file is truncated or corrupt") from exc
+        if image_format == "jpeg":
+            # Decode at 1/8 scale (DCT scaling): the whole stream is still read and entropy-decoded, so a
+            # truncated or corrupt file fails the same, for 1/64 of the pixel memory.
+            image.draft(None, (max(1, width // 8), max(1, height // 8)))
+        with _DECODES:
+            try:
+                image.load()
+            except (
+                OSError,
+                SyntaxError,
+                ValueError,
+                struct.error,
+                EOFError,
+                MemoryError,
+                Image.DecompressionBombError,
+            ) as exc:
+                raise _invalid(field, "could not be decoded: the file is truncated or corrupt") from exc
+            finally:
+                # Free the pixels now, inside the slot, not when the frame (or a traceback holding it) goes.
+                image.close()
+    finally:
+        image.close()
+    if _MALLOC_TRIM is not None and width * height >= TRIM_AFTER_PIXELS:
+        _MALLOC_TRIM(0)
     return CheckedImage(
         data=data,
         format=image_format,
