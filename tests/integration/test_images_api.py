@@ -182,7 +182,10 @@ def test_image_url_is_fetched_once_and_the_video_follows_its_aspect(
 def test_base64_image_is_accepted_and_the_video_follows_its_aspect(api: httpx.Client, encode: Any) -> None:
     image = encode(PORTRAIT_PNG)
     created = submit(api, TURBO, {"prompt": PROMPT, "image": image})
-    assert created["payload"]["image"] == image
+    # Not echoed: the answer carries a signed URL of the stored image, which downloads the bytes that were sent.
+    stored = created["payload"]["image"]
+    assert stored.startswith("http") and "/input.png" in stored
+    assert httpx.get(stored, timeout=30).content == PORTRAIT_PNG
     done = wait_for(api, created["request_id"])
     assert done["status"] == "success", done
     assert_aspect(done["outcome"], 600, 900)

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from fastapi.responses import JSONResponse
 
-from vidqueue.media.storage import Storage
+from vidqueue.media.storage import Storage, media_key
 from vidqueue.store import Delivery, RequestRecord
 
 
@@ -17,6 +17,30 @@ class Json(JSONResponse):
     def render(self, content: Any) -> bytes:
         """Serialise ``content``."""
         return orjson.dumps(content)
+
+
+# What a stored payload keeps in place of an image sent as base64: the stored input's file name behind a scheme that
+# image intake refuses, so no value a client sends can read as one. Reads answer a signed URL of the stored input.
+STORED_IMAGE = "vidqueue-stored:"
+
+
+def stored_image_marker(key: str) -> str:
+    """The payload value that stands for the input image stored under ``key``."""
+    return STORED_IMAGE + key.rsplit("/", 1)[-1]
+
+
+def present_payload(record: RequestRecord, storage: Storage, ttl_s: int) -> dict[str, Any]:
+    """The accepted payload, a stored input image in it as a fresh signed URL (never megabytes of base64)."""
+    payload = record.payload
+    marked = [k for k, v in payload.items() if isinstance(v, str) and v.startswith(STORED_IMAGE)]
+    if not marked:
+        return payload
+    out = dict(payload)
+    for name in marked:
+        # A webhook's snapshot has no input_key; the marker names the file in the request's folder.
+        key = record.input_key or media_key(record.request_id, payload[name].removeprefix(STORED_IMAGE))
+        out[name] = storage.url(key, ttl_s)
+    return out
 
 
 def _secs(value: float | None) -> int | None:
@@ -49,7 +73,7 @@ def present_request(record: RequestRecord, storage: Storage, ttl_s: int) -> dict
         "model": record.model,
         "status": record.status.value,
         "is_public": False,
-        "payload": record.payload,
+        "payload": present_payload(record, storage, ttl_s),
         "outcome": present_outcome(record.outcome, storage, ttl_s),
         "created_at": int(record.created_at),
         "updated_at": int(record.updated_at),

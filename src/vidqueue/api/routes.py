@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from vidqueue.api.auth import Auth, Caller
 from vidqueue.api.intake import AuthenticatedRoute, off_loop
 from vidqueue.api.limits import admit
-from vidqueue.api.present import Json, present_delivery, present_request
+from vidqueue.api.present import Json, present_delivery, present_request, stored_image_marker
 from vidqueue.api.schemas import (
     DeliveryList,
     ErrorOut,
@@ -146,6 +146,9 @@ async def submit(
         )
         input_key = media_key(request_id, f"input.{'png' if image.format == 'png' else 'jpg'}")
         await run_in_threadpool(state.storage.put_bytes, input_key, image.data, image.content_type)
+        if not str(payload[image_param]).strip().lower().startswith(("http://", "https://")):
+            # Base64 is not kept: the stored input stands in for it, and reads answer a signed URL of it.
+            payload = {**payload, image_param: stored_image_marker(input_key)}
     record = await state.call(
         state.store.enqueue,
         NewRequest(
