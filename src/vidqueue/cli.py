@@ -15,7 +15,7 @@ from rich.table import Table
 
 from vidqueue.cli_client import register as register_client_commands
 from vidqueue.config import Settings, load_settings
-from vidqueue.errors import ConfigError, StoreUnavailable, Unavailable
+from vidqueue.errors import ConfigError, StoreDamaged, StoreUnavailable, Unavailable
 from vidqueue.store import Store
 
 app = typer.Typer(
@@ -131,11 +131,16 @@ def serve(
     except ConfigError as exc:
         fail(exc.message, 2)
     store = _store(settings)
-    if not store.list_keys():
-        plaintext, record = new_api_key("default", "first key")
-        store.add_key(record)
-        typer.echo("Created an API key for organisation 'default' (shown only this once; keep it):")
-        typer.echo(plaintext, color=False)
+    try:
+        if not store.list_keys():
+            plaintext, record = new_api_key("default", "first key")
+            store.add_key(record)
+            typer.echo("Created an API key for organisation 'default' (shown only this once; keep it):")
+            typer.echo(plaintext, color=False)
+        store.ping()  # a file damaged past its schema and keys table is refused now, not at the first request
+    except StoreUnavailable as exc:
+        store.close()
+        fail(exc.operator_message if isinstance(exc, StoreDamaged) else exc.message)
     if all(settings.engine_for(m.id, m.engines) == "emulator" for m in catalog):
         log.info(
             "every model is served by the emulator engine (set KLING_ACCESS_KEY and KLING_SECRET_KEY, or "

@@ -12,6 +12,7 @@
     ├── RateLimited               an organisation is over its submits per minute or its active requests
     ├── Unavailable               the queue is full or no engine serves the model
     │   ├── StoreUnavailable      the store cannot be reached
+    │   │   └── StoreDamaged      its SQLite file is not a sound database (names the file for the operator)
     │   ├── QueueFull             the queue holds its most queued requests
     │   └── ShuttingDown          the server is draining before it stops
     ├── LeaseLost                 a fenced worker write matched no row
@@ -144,6 +145,15 @@ class StoreUnavailable(Unavailable):
     """The request store cannot be reached; retry later."""
 
     code = "store_unavailable"
+
+
+class StoreDamaged(StoreUnavailable):
+    """The request store's database is damaged; retry later."""
+
+    def __init__(self, message: str | None = None, operator_message: str | None = None) -> None:
+        # For the log and the command line (it names the file); answers carry only ``message``.
+        self.operator_message = operator_message or message or ""
+        super().__init__(message)
 
 
 class LeaseLost(ServiceError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +19,7 @@ from vidqueue.errors import (
     NotFound,
     RateLimited,
     ServiceError,
+    StoreDamaged,
     TooLarge,
     Unauthenticated,
     Unavailable,
@@ -65,8 +67,15 @@ def status_for(exc: ServiceError) -> int:
     return 500
 
 
+# When the damaged-store line was last logged: once a minute tells the operator without flooding the log.
+_damage_logged = [-float("inf")]
+
+
 def _vidqueue_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
+    if isinstance(exc, StoreDamaged) and time.monotonic() - _damage_logged[0] >= 60:
+        _damage_logged[0] = time.monotonic()
+        log.error("%s", exc.operator_message)
     status = status_for(exc)
     headers: dict[str, str] = {}
     if isinstance(exc, Unavailable | RateLimited):

@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import SQLAlchemyError as _SAError
 
-from vidqueue.errors import LeaseLost, NotFound, StoreUnavailable
+from vidqueue.errors import LeaseLost, NotFound, StoreDamaged, StoreUnavailable
 from vidqueue.store import claims, migrate, postgres
 from vidqueue.store.admission import admission_statement
 from vidqueue.store.deliveries import SqlDeliveries
@@ -90,6 +90,31 @@ def create_db_engine(url: str) -> Engine:
 # What a dropped or refused connection raises: the store is unavailable for now, and callers retry.
 _DOWN = (OperationalError, InterfaceError)
 
+# SQLite's primary result codes for a damaged file: SQLITE_CORRUPT ("database disk image is malformed") and
+# SQLITE_NOTADB ("file is not a database"). Both arrive as a plain sqlite3.DatabaseError, not an OperationalError.
+_SQLITE_DAMAGED = frozenset({11, 26})
+
+
+def is_damaged(exc: BaseException) -> bool:
+    """Whether ``exc`` (a DB-API or SQLAlchemy error) says the SQLite file is not a sound database."""
+    orig = exc.orig if isinstance(exc, DatabaseError) else exc
+    if not isinstance(orig, sqlite3.DatabaseError) or isinstance(orig, sqlite3.IntegrityError):
+        return False
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return (int(code) & 0xFF) in _SQLITE_DAMAGED
+    text = str(orig).lower()
+    return "not a database" in text or "malformed" in text
+
+
+def damaged_message(path: str, exc: BaseException) -> str:
+    """One line naming the damaged file and what to do about it."""
+    orig = exc.orig if isinstance(exc, DatabaseError) else exc
+    return (
+        f"The database file {path} is not a valid SQLite database ({orig}); "
+        "restore it from a backup or move it away to start afresh."
+    )
+
 
 def _record(row: Row[Any] | Mapping[str, Any], position: int | None = None) -> RequestRecord:
     return RequestRecord.from_mapping(row._mapping if isinstance(row, Row) else row, position)
@@ -127,6 +152,7 @@ class _FastSqlite:
         self._insert_columns = [c.name for c in requests.c if c.name != "seq"]
         self._sql_insert = str(sa.insert(requests).compile(dialect=engine.dialect, column_keys=self._insert_columns))
         self._local = threading.local()
+        self.damaged = False
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -149,7 +175,7 @@ class _FastSqlite:
             names = [d[0] for d in cur.description]
             cur.close()
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"The store is unavailable: {exc}") from exc
+            raise self._unavailable(exc) from exc
         if row is None:
             return None
         out = dict(zip(names, row, strict=True))
@@ -172,8 +198,20 @@ class _FastSqlite:
                     conn.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"The store is unavailable: {exc}") from exc
+            raise self._unavailable(exc) from exc
         return {**full, "seq": cur.lastrowid}
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        """The StoreUnavailable for a driver error; after a damage error, this thread's connection is dropped."""
+        if not is_damaged(exc):
+            return StoreUnavailable(f"The store is unavailable: {exc}")
+        self.damaged = True  # the store's /readyz check reads and clears it
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        return StoreDamaged(f"The store is unavailable: {exc}", damaged_message(self._path, exc))
 
 
 class SqlStore(SqlDeliveries, SqlPruning):
@@ -195,6 +233,8 @@ class SqlStore(SqlDeliveries, SqlPruning):
         self._is_pg = engine.dialect.name == "postgresql"
         self._wakers: list[Callable[[str], None]] = []
         self._listener: WakeThread | None = None
+        # Set when an SQLite call found the file damaged; /readyz then checks the file until it is sound again.
+        self._damaged = False
 
     @classmethod
     def open(cls, url: str, clock: Callable[[], float] = time.time, *, migrate_now: bool = True) -> SqlStore:
@@ -204,8 +244,28 @@ class SqlStore(SqlDeliveries, SqlPruning):
             try:
                 migrate.upgrade(engine)
             except _DOWN as exc:
+                engine.dispose()
                 raise StoreUnavailable(f"Cannot open the store: {exc.orig}") from exc
+            except DatabaseError as exc:
+                if not is_damaged(exc):
+                    raise
+                engine.dispose()
+                raise StoreDamaged(damaged_message(engine.url.database or url, exc)) from exc
         return cls(engine, clock)
+
+    def _unavailable(self, exc: DBAPIError) -> StoreUnavailable | None:
+        """The StoreUnavailable a driver error means, or None when it is no store failure (a constraint, a bug)."""
+        if isinstance(exc, _DOWN):
+            return StoreUnavailable(f"The store is unavailable: {exc.orig}")
+        if not is_damaged(exc):
+            return None
+        # Remember it for /readyz, and drop pooled connections so no cached page outlives the damage. The file's
+        # path is for the operator (the log, the command line), not for answers.
+        self._damaged = True
+        self._engine.dispose()
+        return StoreDamaged(
+            f"The store is unavailable: {exc.orig}", damaged_message(self._engine.url.database or "", exc)
+        )
 
     # -- plumbing ----------------------------------------------------------------------------------------
     @contextmanager
@@ -218,8 +278,10 @@ class SqlStore(SqlDeliveries, SqlPruning):
                     return
                 with conn.begin():
                     yield conn
-        except _DOWN as exc:
-            raise StoreUnavailable(f"The store is unavailable: {exc.orig}") from exc
+        except DBAPIError as exc:
+            if (unavailable := self._unavailable(exc)) is None:
+                raise
+            raise unavailable from exc
 
     @contextmanager
     def _write(self, *, single: bool = False) -> Iterator[Connection]:
@@ -236,8 +298,10 @@ class SqlStore(SqlDeliveries, SqlPruning):
                 conn = conn.execution_options(immediate=True)
                 with conn.begin():
                     yield conn
-        except _DOWN as exc:
-            raise StoreUnavailable(f"The store is unavailable: {exc.orig}") from exc
+        except DBAPIError as exc:
+            if (unavailable := self._unavailable(exc)) is None:
+                raise
+            raise unavailable from exc
 
     def _notify(self, conn: Connection, model: str) -> None:
         """Tell idle workers on other machines that a request for ``model`` is queued (sent at commit, or at once)."""
@@ -719,10 +783,37 @@ class SqlStore(SqlDeliveries, SqlPruning):
         """Raise StoreUnavailable unless the store answers and its schema is current."""
         try:
             current = migrate.current_revision(self._engine)
+            if self._is_sqlite:
+                self._probe()
+        except DBAPIError as exc:
+            unavailable = self._unavailable(exc) or StoreUnavailable(f"The store is unavailable: {exc.orig}")
+            raise unavailable from exc
         except _SAError as exc:
             raise StoreUnavailable(f"The store is unavailable: {exc}") from exc
         if current != migrate.head_revision():
             raise StoreUnavailable(f"The store's schema is at {current}, not {migrate.head_revision()}.")
+
+    def _probe(self) -> None:
+        """Read past the schema table into the requests table (a `SELECT 1` succeeds on a damaged file).
+
+        Cheap: one descent of the table's b-tree. After a call found the file damaged, the whole file is checked
+        (PRAGMA quick_check) until it passes again, e.g. once it was restored.
+        """
+        with self._engine.connect() as conn:
+            conn = conn.execution_options(readonly=True)
+            conn.execute(sa.select(_R.seq).order_by(_R.seq.desc()).limit(1)).all()
+            if self._fast is not None and self._fast.damaged:
+                self._damaged, self._fast.damaged = True, False
+            if not self._damaged:
+                return
+            verdict = conn.exec_driver_sql("PRAGMA quick_check(1)").scalar()
+        if verdict != "ok":
+            path = self._engine.url.database or ""
+            raise StoreDamaged(
+                f"The store is unavailable: its database is damaged ({verdict}).",
+                damaged_message(path, sqlite3.DatabaseError(f"quick_check: {verdict}")),
+            )
+        self._damaged = False
 
     def close(self) -> None:
         """Release connections and stop listening."""
