@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 QUEUED = ("--requests", "3", "--compare-overlap", "2")
 
@@ -33,7 +35,8 @@ def test_the_gpu_benchmark_harness_runs_both_modes_in_tiny_mode(tmp_path: Path) 
     assert result["matmul_tflops"] > 0 and set(result["modes"]) == {"fast", "lossless"}
     for mode, measured in result["modes"].items():
         assert measured["baseline_s"] > 0 and measured["vidqueue_s"] > 0
-        assert abs(measured["speedup"] - measured["baseline_s"] / measured["vidqueue_s"]) < 0.01
+        # Rounded to milliseconds in the file: tiny runs last tens of them, so compare relatively.
+        assert measured["speedup"] == pytest.approx(measured["baseline_s"] / measured["vidqueue_s"], rel=0.05)
         stages = measured["stages_s"]
         assert set(stages) == {"text_encode_s", "denoise_s", "decode_s", "encode_s"}
         assert all(v >= 0 for v in stages.values())
