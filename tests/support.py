@@ -170,7 +170,7 @@ class Server:
 
     def create_key(self, org: str) -> str:
         """A new key for an organisation, made with `vidqueue keys create` against the running server's data."""
-        out = run_cli("keys", "create", "--org", org, "--data-dir", str(self.data_dir))
+        out = run_cli("keys", "create", "--org", org, "--data-dir", str(self.data_dir), env=self.env)
         assert out.returncode == 0, out.stderr
         return out.stdout.strip().splitlines()[-1]
 

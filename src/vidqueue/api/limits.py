@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -12,7 +13,7 @@ from vidqueue.api.errors import error_body
 from vidqueue.api.state import AppState
 from vidqueue.config import LimitsSettings
 from vidqueue.errors import QueueFull, RateLimited, ShuttingDown, TooLarge
-from vidqueue.store import Admission
+from vidqueue.store import Admission, AdmitRule
 
 WINDOW_S = 60.0  # the per-minute limit counts submits in any 60 s
 # An active request ends in seconds to minutes and the queue moves as fast: a short wait, then try again.
@@ -51,28 +52,38 @@ def check(limits: LimitsSettings, org_id: str, seen: Admission) -> None:
         )
 
 
-async def admit(state: AppState, org_id: str) -> None:
-    """Refuse a new submit while draining or over a limit; the counts come from the store, shared by every API.
+def admit_rule(limits: LimitsSettings, org_id: str) -> AdmitRule | None:
+    """The limits a submit by ``org_id`` is inserted under (None when there are none)."""
+    if not (limits.requests_per_minute or limits.max_active_per_org or limits.max_queued):
+        return None
+    return AdmitRule(
+        recent=limits.requests_per_minute or 0,
+        active_cap=limits.max_active_per_org or 0,
+        queued_cap=limits.max_queued or 0,
+        check=partial(check, limits, org_id),
+    )
 
-    The check reads before the insert, outside its transaction: submits racing on several processes may go over a
-    limit by the number in flight at that instant, never by more.
+
+async def admit(state: AppState, org_id: str) -> AdmitRule | None:
+    """Refuse a new submit while draining or over a limit, early; answer the rule its insert must pass as well.
+
+    This first check costs one read and spares a refused submit any work (validation, an image fetch). It cannot
+    be the last word: submits in flight together all read the same counts. The store checks the rule again in
+    the insert's own transaction, one submit of the organisation at a time, which is what makes the limits exact.
     """
     if state.draining:
         raise ShuttingDown(
             "The server is shutting down and takes no new requests; retry shortly (another instance may take it).",
             retry_after=DRAIN_RETRY_S,
         )
-    limits = state.settings.limits
-    if not (limits.requests_per_minute or limits.max_active_per_org or limits.max_queued):
-        return
+    rule = admit_rule(state.settings.limits, org_id)
+    if rule is None:
+        return None
     seen = await state.call(
-        state.store.admission,
-        org_id,
-        recent=limits.requests_per_minute or 0,
-        active_cap=limits.max_active_per_org or 0,
-        queued_cap=limits.max_queued or 0,
+        state.store.admission, org_id, recent=rule.recent, active_cap=rule.active_cap, queued_cap=rule.queued_cap
     )
-    check(limits, org_id, seen)
+    rule.check(seen)
+    return rule
 
 
 def _size(n: int) -> str:

@@ -28,10 +28,10 @@ from vidqueue.api.schemas import (
     check_text,
 )
 from vidqueue.api.state import AppState
-from vidqueue.errors import FieldError, InvalidInput, NotFound
+from vidqueue.errors import FieldError, InvalidInput, NotFound, QueueFull, RateLimited
 from vidqueue.media.images import load_image
 from vidqueue.media.netguard import FetchError, vet_url
-from vidqueue.media.storage import media_key
+from vidqueue.media.storage import media_key, request_prefix
 from vidqueue.store import Idempotency, NewRequest, Status
 
 BASE_PATHS = ("/api/v1/ie/requestqueue/apikey", "/api/v1/ie/requestqueue")
@@ -127,7 +127,7 @@ async def submit(
         if original is not None:
             return Json(present_request(original, state.storage, state.settings.media_url_ttl_s))
     # Limits before any work (validation, an image fetch): a refused submit costs one read.
-    await admit(state, caller.org_id)
+    rule = await admit(state, caller.org_id)
     spec = state.catalog.get(body.model)
     payload = await off_loop(state, size, spec.validate, body.payload)
     if body.callback_url is not None:
@@ -149,19 +149,24 @@ async def submit(
         if not str(payload[image_param]).strip().lower().startswith(("http://", "https://")):
             # Base64 is not kept: the stored input stands in for it, and reads answer a signed URL of it.
             payload = {**payload, image_param: stored_image_marker(input_key)}
-    record = await state.call(
-        state.store.enqueue,
-        NewRequest(
-            request_id=request_id,
-            org_id=caller.org_id,
-            model=spec.id,
-            payload=payload,
-            priority=body.priority,
-            input_key=input_key,
-            callback_url=body.callback_url,
-            idempotency=idem,
-        ),
+    new = NewRequest(
+        request_id=request_id,
+        org_id=caller.org_id,
+        model=spec.id,
+        payload=payload,
+        priority=body.priority,
+        input_key=input_key,
+        callback_url=body.callback_url,
+        idempotency=idem,
+        admit=rule,
     )
+    try:
+        record = await state.call(state.store.enqueue, new)
+    except (RateLimited, QueueFull):
+        # Over a limit after all (others got in while this one was checked): its stored image goes with it.
+        if input_key is not None:
+            await run_in_threadpool(state.storage.delete_prefix, request_prefix(request_id))
+        raise
     return Json(present_request(record, state.storage, state.settings.media_url_ttl_s))
 
 

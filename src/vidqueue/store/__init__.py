@@ -9,6 +9,7 @@ from vidqueue.store.base import Store
 from vidqueue.store.memory import MemoryStore
 from vidqueue.store.records import (
     Admission,
+    AdmitRule,
     ApiKey,
     Attempt,
     Delivery,
@@ -33,6 +34,7 @@ def open_store(url: str, clock: Callable[[], float] = time.time) -> Store:
 
 __all__ = [
     "Admission",
+    "AdmitRule",
     "ApiKey",
     "Attempt",
     "Delivery",

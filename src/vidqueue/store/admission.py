@@ -8,7 +8,12 @@ or a huge queue costs no more than the limit it is checked against.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import sqlalchemy as sa
+
+from vidqueue.store.records import Admission
 
 _TEMPLATE = """
 SELECT
@@ -45,3 +50,30 @@ def admission_statement(dialect: str) -> sa.TextClause:
     or there is none; ``active`` and ``queued`` are the same on every row.
     """
     return _STATEMENTS[dialect]
+
+
+def admission_from(rows: Sequence[Any], now: float, active_cap: int) -> Admission:
+    """The Admission the admission read's rows (attribute or mapping access) say, at the store's ``now``."""
+    first = rows[0]
+    created = [r["created_at"] if isinstance(r, dict) else r.created_at for r in rows]
+    active = first["active"] if isinstance(first, dict) else first.active
+    queued = first["queued"] if isinstance(first, dict) else first.queued
+    # Queued and processing are each counted up to the cap; their sum is capped here.
+    return Admission(
+        now=now,
+        recent=tuple(sorted((t for t in created if t is not None), reverse=True)),
+        active=min(active, active_cap),
+        queued=queued,
+    )
+
+
+# Submits of one organisation take turns on PostgreSQL (SQLite runs one writer at a time anyway): its limits are
+# read and its request inserted in one transaction holding the lock. A cap across organisations (max_queued) makes
+# every submit take one lock instead, and only then, so organisations never wait on each other otherwise.
+_ORG_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext('vidqueue-admit:' || :org))")
+_QUEUE_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext('vidqueue-admit-queue'))")
+
+
+def admission_lock(queue_wide: bool) -> sa.TextClause:
+    """The PostgreSQL lock a limited submit holds from its admission read to its commit; parameter: org."""
+    return _QUEUE_LOCK if queue_wide else _ORG_LOCK

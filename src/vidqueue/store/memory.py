@@ -88,6 +88,10 @@ class MemoryStore(MemoryDeliveries, MemoryPruning):
                 original = self._replay(new.org_id, new.idempotency, now)
                 if original is not None:
                     return original
+            if new.admit is not None:
+                rule = new.admit
+                rule.check(self._admission(new.org_id, rule.recent, rule.active_cap, rule.queued_cap))
+            if new.idempotency is not None:
                 self._keys_used[(new.org_id, new.idempotency.key)] = (new.idempotency.fingerprint, now, new.request_id)
             self._seq += 1
             row = RequestRecord(
@@ -182,15 +186,18 @@ class MemoryStore(MemoryDeliveries, MemoryPruning):
     def admission(self, org_id: str, *, recent: int = 0, active_cap: int = 0, queued_cap: int = 0) -> Admission:
         """In one read: the times of the org's ``recent`` newest submits, and its active and the queued counts."""
         with self._lock:
-            rows = sorted((r for r in self._rows.values() if r.org_id == org_id), key=lambda r: -r.seq)
-            active = sum(1 for r in rows if r.status in (Status.QUEUED, Status.PROCESSING))
-            queued = sum(1 for r in self._rows.values() if r.status is Status.QUEUED)
-            return Admission(
-                now=self._clock(),
-                recent=tuple(r.created_at for r in rows[:recent]),
-                active=min(active, active_cap),
-                queued=min(queued, queued_cap),
-            )
+            return self._admission(org_id, recent, active_cap, queued_cap)
+
+    def _admission(self, org_id: str, recent: int, active_cap: int, queued_cap: int) -> Admission:
+        rows = sorted((r for r in self._rows.values() if r.org_id == org_id), key=lambda r: -r.seq)
+        active = sum(1 for r in rows if r.status in (Status.QUEUED, Status.PROCESSING))
+        queued = sum(1 for r in self._rows.values() if r.status is Status.QUEUED)
+        return Admission(
+            now=self._clock(),
+            recent=tuple(r.created_at for r in rows[:recent]),
+            active=min(active, active_cap),
+            queued=min(queued, queued_cap),
+        )
 
     # -- the worker side -------------------------------------------------------------------------------
     def claim(

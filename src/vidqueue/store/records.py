@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -46,6 +46,21 @@ class NewRequest:
     callback_url: str | None = None
     input_key: str | None = None  # storage key of the checked input image
     idempotency: Idempotency | None = None
+    admit: AdmitRule | None = None  # limits checked in the insert's own transaction
+
+
+@dataclass(frozen=True)
+class AdmitRule:
+    """Limits a submit is admitted under: what to count, and the check that raises when one more is over.
+
+    The store reads the counts and runs ``check`` in the transaction that inserts the request, holding the
+    organisation's turn, so concurrent submits cannot all pass a check made before any of them was inserted.
+    """
+
+    recent: int  # how many of the organisation's newest submit times to read (its per-minute limit)
+    active_cap: int  # count the organisation's queued and processing requests up to this
+    queued_cap: int  # count every queued request up to this (a cap across organisations)
+    check: Callable[[Admission], None]
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ from sqlalchemy.exc import SQLAlchemyError as _SAError
 
 from vidqueue.errors import LeaseLost, NotFound, StoreDamaged, StoreUnavailable
 from vidqueue.store import claims, migrate, postgres
-from vidqueue.store.admission import admission_statement
+from vidqueue.store.admission import admission_from, admission_lock, admission_statement
 from vidqueue.store.deliveries import SqlDeliveries
 from vidqueue.store.pruning import SqlPruning
 from vidqueue.store.records import (
     Admission,
+    AdmitRule,
     ApiKey,
     Idempotency,
     NewRequest,
@@ -120,6 +121,10 @@ def _record(row: Row[Any] | Mapping[str, Any], position: int | None = None) -> R
     return RequestRecord.from_mapping(row._mapping if isinstance(row, Row) else row, position)
 
 
+def _admission_params(org_id: str, admit: AdmitRule) -> dict[str, Any]:
+    return {"org": org_id, "recent": admit.recent, "active_cap": admit.active_cap, "queued_cap": admit.queued_cap}
+
+
 def _key(row: Row[Any]) -> ApiKey:
     m = row._mapping
     return ApiKey(
@@ -151,6 +156,7 @@ class _FastSqlite:
         self._sql_get_org = str(_GET_IN_ORG.compile(dialect=engine.dialect))
         self._insert_columns = [c.name for c in requests.c if c.name != "seq"]
         self._sql_insert = str(sa.insert(requests).compile(dialect=engine.dialect, column_keys=self._insert_columns))
+        self._sql_admission = admission_statement("sqlite").text  # named :params, which sqlite3 binds as they are
         self._local = threading.local()
         self.damaged = False
 
@@ -184,7 +190,7 @@ class _FastSqlite:
                 out[name] = orjson.loads(out[name])
         return out
 
-    def insert(self, values: dict[str, Any]) -> dict[str, Any]:
+    def insert(self, values: dict[str, Any], admit: AdmitRule | None, clock: Callable[[], float]) -> dict[str, Any]:
         full = {name: values.get(name) for name in self._insert_columns}
         params = [orjson.dumps(v).decode() if k in _JSON_COLUMNS and v is not None else v for k, v in full.items()]
         try:
@@ -192,6 +198,12 @@ class _FastSqlite:
                 conn = self._conn()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    if admit is not None:
+                        # The limits are read inside the write: the next submit's read waits for this commit.
+                        cur = conn.execute(self._sql_admission, _admission_params(values["org_id"], admit))
+                        names = [d[0] for d in cur.description]
+                        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+                        admit.check(admission_from(rows, clock(), admit.active_cap))
                     cur = conn.execute(self._sql_insert, params)
                     conn.execute("COMMIT")
                 except BaseException:
@@ -376,13 +388,14 @@ class SqlStore(SqlDeliveries, SqlPruning):
         }
         row: Row[Any] | dict[str, Any]
         if new.idempotency is not None:
-            original, row = self._insert_once(new.org_id, new.idempotency, values)
+            original, row = self._insert_once(new.org_id, new.idempotency, values, new.admit)
             if original:
                 return _record(row, self._positions([row]).get(row.request_id))
         elif self._fast is not None:
-            row = self._fast.insert(values)
+            row = self._fast.insert(values, new.admit, self._clock)
         else:
-            with self._write(single=True) as conn:
+            with self._write(single=new.admit is None) as conn:
+                self._admit(conn, new.org_id, new.admit)
                 row = conn.execute(_INSERT, values).one()
                 self._notify(conn, new.model)
         self._wake_local(new.model)
@@ -393,19 +406,32 @@ class SqlStore(SqlDeliveries, SqlPruning):
         # A submit does not pay for a refresh: its position among the snapshot is estimate enough.
         return _record(row, self._positions([row], refresh=False).get(new.request_id))
 
-    def _insert_once(self, org_id: str, idem: Idempotency, values: dict[str, Any]) -> tuple[bool, Row[Any]]:
+    def _admit(self, conn: Connection, org_id: str, admit: AdmitRule | None) -> None:
+        """Check a submit's limits inside its insert's transaction, holding its turn (raises when over)."""
+        if admit is None:
+            return
+        if self._is_pg:
+            conn.execute(admission_lock(queue_wide=admit.queued_cap > 0), {"org": org_id})
+        rows = conn.execute(admission_statement(self._engine.dialect.name), _admission_params(org_id, admit)).all()
+        admit.check(admission_from(rows, self._clock(), admit.active_cap))
+
+    def _insert_once(
+        self, org_id: str, idem: Idempotency, values: dict[str, Any], admit: AdmitRule | None
+    ) -> tuple[bool, Row[Any]]:
         """Insert the request and its key in one transaction, unless the key names a request already.
 
         Answers (True, the original row) for a replay, (False, the new row) otherwise; Conflict for a key used
         with another body.
         """
         try:
-            return self._insert_with_key(org_id, idem, values)
+            return self._insert_with_key(org_id, idem, values, admit)
         except sa.exc.IntegrityError:
             # Two submits raced with one key and met at its primary key: the winner's row is there to read now.
-            return self._insert_with_key(org_id, idem, values)
+            return self._insert_with_key(org_id, idem, values, admit)
 
-    def _insert_with_key(self, org_id: str, idem: Idempotency, values: dict[str, Any]) -> tuple[bool, Row[Any]]:
+    def _insert_with_key(
+        self, org_id: str, idem: Idempotency, values: dict[str, Any], admit: AdmitRule | None
+    ) -> tuple[bool, Row[Any]]:
         with self._write() as conn:
             found = conn.execute(_KEY, {"org": org_id, "key": idem.key}).one_or_none()
             if replayed(idem, (found.fingerprint, found.created_at) if found else None, values["created_at"]):
@@ -415,6 +441,7 @@ class SqlStore(SqlDeliveries, SqlPruning):
                     return True, original
             if found is not None:  # expired, or its request was pruned: the key is free again
                 conn.execute(sa.delete(idempotency_keys).where(_K.org_id == org_id, _K.key == idem.key))
+            self._admit(conn, org_id, admit)
             row = conn.execute(_INSERT, values).one()
             self._notify(conn, values["model"])
             conn.execute(
@@ -517,10 +544,7 @@ class SqlStore(SqlDeliveries, SqlPruning):
         with self._read(single=True) as conn:
             now = self._clock()
             rows = conn.execute(admission_statement(self._engine.dialect.name), params).all()
-        times = sorted((r.created_at for r in rows if r.created_at is not None), reverse=True)
-        # Queued and processing are each counted up to the cap; their sum is capped here.
-        active = min(rows[0].active, active_cap)
-        return Admission(now=now, recent=tuple(times), active=active, queued=rows[0].queued)
+        return admission_from(rows, now, active_cap)
 
     # -- the worker side -------------------------------------------------------------------------------
     def claim(
