@@ -53,8 +53,9 @@ class Store(Protocol):
         status: Status | None = None,
         limit: int = 20,
         cursor: str | None = None,
+        oldest_first: bool = False,
     ) -> Page:
-        """The organisation's requests, newest first, a page at a time."""
+        """The organisation's requests, newest first (or oldest first), a page at a time."""
         ...
 
     def cancel(self, request_id: str, org_id: str) -> RequestRecord:
@@ -182,6 +183,11 @@ class Store(Protocol):
         whatever its request); answers what was deleted, so the caller can delete the media. Safe to run from
         several processes at once: each row is handed out once.
         """
+        ...
+
+    def delete(self, request_id: str, org_id: str) -> Pruned | None:
+        """Delete one finished request of ``org_id`` now, with its idempotency keys and webhook deliveries, as
+        ``prune`` would; answers what was deleted (None when there is no such finished request)."""
         ...
 
     # -- operations --------------------------------------------------------------------------------------

@@ -145,19 +145,20 @@ class MemoryStore(MemoryDeliveries, MemoryPruning):
         status: Status | None = None,
         limit: int = 20,
         cursor: str | None = None,
+        oldest_first: bool = False,
     ) -> Page:
-        """The organisation's requests, newest first, a page at a time."""
+        """The organisation's requests, newest first (or oldest first), a page at a time."""
         with self._lock:
             rows = [
                 r
                 for r in self._rows.values()
                 if r.org_id == org_id and (model is None or r.model == model) and (status is None or r.status is status)
             ]
-            rows.sort(key=lambda r: -r.seq)
+            rows.sort(key=lambda r: r.seq if oldest_first else -r.seq)
             total = len(rows)
             if cursor is not None:
                 after = decode_cursor(cursor)
-                rows = [r for r in rows if r.seq < after]
+                rows = [r for r in rows if (r.seq > after if oldest_first else r.seq < after)]
             page = [copy.deepcopy(self._with_position(r)) for r in rows[:limit]]
             more = len(rows) > limit
         return Page(items=page, total=total, next_cursor=encode_cursor(page[-1].seq) if more else None)

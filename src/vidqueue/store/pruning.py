@@ -66,6 +66,20 @@ class SqlPruning:
                 conn.execute(sa.delete(webhook_deliveries).where(webhook_deliveries.c.request_id.in_(ids)))
         return [Pruned(r.request_id, r.org_id, r.input_key, r.outcome) for r in rows]
 
+    def delete(self, request_id: str, org_id: str) -> Pruned | None:
+        """Delete one finished request of ``org_id`` now, as retention would; None when there is no such one."""
+        with self._write() as conn:
+            row = conn.execute(
+                sa.delete(requests)
+                .where(_R.request_id == request_id, _R.org_id == org_id, _R.status.in_(_TERMINAL))
+                .returning(_R.request_id, _R.org_id, _R.input_key, _R.outcome)
+            ).one_or_none()
+            if row is None:
+                return None
+            conn.execute(sa.delete(idempotency_keys).where(_K.request_id == request_id))
+            conn.execute(sa.delete(webhook_deliveries).where(webhook_deliveries.c.request_id == request_id))
+        return Pruned(row.request_id, row.org_id, row.input_key, row.outcome)
+
 
 class MemoryPruning:
     """The retention half of MemoryStore."""
@@ -96,3 +110,16 @@ class MemoryPruning:
             for delivery_id in [d.delivery_id for d in self._outbox.values() if d.request_id in gone]:
                 del self._outbox[delivery_id]
             return [Pruned(r.request_id, r.org_id, r.input_key, copy.deepcopy(r.outcome)) for r in old]
+
+    def delete(self, request_id: str, org_id: str) -> Pruned | None:
+        """Delete one finished request of ``org_id`` now, as retention would; None when there is no such one."""
+        with self._lock:
+            row = self._rows.get(request_id)
+            if row is None or row.org_id != org_id or row.status not in TERMINAL:
+                return None
+            del self._rows[request_id]
+            for key in [k for k, (_, _, rid) in self._keys_used.items() if rid == request_id]:
+                del self._keys_used[key]
+            for delivery_id in [d.delivery_id for d in self._outbox.values() if d.request_id == request_id]:
+                del self._outbox[delivery_id]
+            return Pruned(row.request_id, row.org_id, row.input_key, copy.deepcopy(row.outcome))

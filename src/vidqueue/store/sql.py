@@ -485,8 +485,9 @@ class SqlStore(SqlDeliveries, SqlPruning):
         status: Status | None = None,
         limit: int = 20,
         cursor: str | None = None,
+        oldest_first: bool = False,
     ) -> Page:
-        """The organisation's requests, newest first, a page at a time."""
+        """The organisation's requests, newest first (or oldest first), a page at a time."""
         where = [_R.org_id == org_id]
         if model is not None:
             where.append(_R.model == model)
@@ -496,10 +497,12 @@ class SqlStore(SqlDeliveries, SqlPruning):
         if cursor is not None:
             # Bound as a BIGINT: on PostgreSQL `seq` is a 32-bit column, and a cursor past 2**31 (any 64-bit value
             # decode_cursor lets through) must mean "past every row", not an "integer out of range".
-            page_where.append(_R.seq < sa.literal(decode_cursor(cursor), sa.BigInteger))
+            bound = sa.literal(decode_cursor(cursor), sa.BigInteger)
+            page_where.append(_R.seq > bound if oldest_first else _R.seq < bound)
+        order = _R.seq.asc() if oldest_first else _R.seq.desc()
         with self._read() as conn:
             total = conn.execute(sa.select(sa.func.count()).select_from(requests).where(*where)).scalar_one()
-            rows = conn.execute(sa.select(requests).where(*page_where).order_by(_R.seq.desc()).limit(limit + 1)).all()
+            rows = conn.execute(sa.select(requests).where(*page_where).order_by(order).limit(limit + 1)).all()
             more = len(rows) > limit
             rows = rows[:limit]
         positions = self._positions(rows)
