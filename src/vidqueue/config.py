@@ -188,6 +188,8 @@ class WebhookSettings(_Section):
     max_retry_interval_s: float = Field(3600.0, gt=0)
     max_age_s: float = Field(24 * 3600.0, gt=0)  # a delivery still failing this long after its change gives up
     concurrency: int = Field(8, ge=1, le=256)  # deliveries in flight per API process
+    # ... and per organisation within those, so slow receivers of one organisation never take every slot.
+    per_org_concurrency: int = Field(2, ge=1, le=256)
     poll_interval_s: float = Field(0.5, gt=0)
 
 
@@ -347,6 +349,8 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "WEBHOOK_MAX_RETRY_INTERVAL_S": ("webhooks", "max_retry_interval_s"),
     "WEBHOOK_MAX_AGE_S": ("webhooks", "max_age_s"),
     "WEBHOOK_POLL_INTERVAL_S": ("webhooks", "poll_interval_s"),
+    "WEBHOOK_CONCURRENCY": ("webhooks", "concurrency"),
+    "WEBHOOK_PER_ORG_CONCURRENCY": ("webhooks", "per_org_concurrency"),
     "KLING_BASE_URL": ("engines", "kling", "base_url"),
     "KLING_CONCURRENCY": ("engines", "kling", "concurrency"),
     "GMI_BASE_URL": ("engines", "gmi", "base_url"),

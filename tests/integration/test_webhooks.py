@@ -30,6 +30,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # when it arrived
 
     @property
     def obj(self) -> dict[str, Any]:

@@ -94,6 +94,24 @@ def test_an_expired_lease_is_claimed_again(store: Store, clock: Clock) -> None:
     assert not store.settle_delivery(d.delivery_id, "crashed", Attempt(ok=True))
 
 
+def test_claims_take_organisations_in_turn_up_to_their_in_flight_cap(store: Store, clock: Clock) -> None:
+    for i in range(10):  # a backlog of the busy organisation, all older than the calm one's
+        store.enqueue(_new(i, org="busy"))
+    clock.now += 1
+    store.enqueue(_new(100, org="calm"))
+    store.enqueue(_new(101, org="calm"))
+    first = store.claim_deliveries("d", limit=3, lease_s=60, per_org=2)
+    # Round robin: the busy organisation's oldest, then the calm one's, then each one's second.
+    assert sorted(d.request_id for d in first) == ["r0", "r1", "r100"]
+    # With two of its sends in flight, the busy organisation gets no more; the calm one gets its next.
+    nxt = store.claim_deliveries("d", limit=3, lease_s=60, per_org=2, busy={"busy": 2, "calm": 1})
+    assert [d.request_id for d in nxt] == ["r101"]
+    assert store.claim_deliveries("d", limit=3, lease_s=60, per_org=2, busy={"busy": 2, "calm": 2}) == []
+    # Without a cap the turns still alternate, oldest first within each organisation.
+    rest = store.claim_deliveries("e", limit=8, lease_s=60)
+    assert [d.request_id for d in rest] == [f"r{i}" for i in range(2, 10)]
+
+
 def test_concurrent_dispatchers_never_take_the_same_delivery(store: Store) -> None:
     for i in range(40):
         store.enqueue(_new(i))

@@ -60,7 +60,8 @@ def retry_at(settings: Settings, delivery: Delivery, now: float) -> float | None
 
 
 class Dispatcher:
-    """Drains the outbox: a thread that leases due deliveries and sends them from a small pool."""
+    """Drains the outbox: a thread that keeps a small pool of sends busy with due deliveries, fair across
+    organisations."""
 
     def __init__(
         self,
@@ -79,6 +80,10 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
         self._pool = ThreadPoolExecutor(settings.webhooks.concurrency, thread_name_prefix="webhook")
         self._secrets: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._busy: dict[str, int] = {}  # sends in flight per organisation
+        self._slot_freed = threading.Event()
 
     def start(self) -> None:
         """Start draining in the background."""
@@ -87,27 +92,71 @@ class Dispatcher:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop after the deliveries in flight (unsent ones stay pending for the next dispatcher)."""
         self._stop.set()
+        self._slot_freed.set()
         self._thread.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                sent = self.run_once()
+                claimed = self.fill()
             except StoreUnavailable as exc:
                 log.warning("webhooks: the store is unavailable (%s); trying again", exc)
-                sent = 0
+                claimed = 0
             except Exception:  # a bug must not end deliveries for the life of the process
                 log.exception("webhooks: dispatch failed")
-                sent = 0
-            if not sent:
-                self._stop.wait(self.settings.webhooks.poll_interval_s)
+                claimed = 0
+            with self._lock:
+                full = self._in_flight >= self.settings.webhooks.concurrency
+            if claimed and not full:
+                continue  # there may be more due: fill the free slots again at once
+            # Nothing due (look again after the poll interval), or every slot busy: a send that ends wakes us.
+            self._slot_freed.wait(self.settings.webhooks.poll_interval_s)
+            self._slot_freed.clear()
+
+    def fill(self) -> int:
+        """Lease due deliveries for the free slots, organisations in turn, and start sending them; answer how many.
+
+        Dispatch is continuous: a slot is refilled as soon as its send ends, never after a whole batch, and an
+        organisation has at most ``per_org_concurrency`` sends in flight, so one organisation's slow receiver
+        holds its own slots only.
+        """
+        hooks = self.settings.webhooks
+        with self._lock:
+            free = hooks.concurrency - self._in_flight
+            busy = {org: n for org, n in self._busy.items() if n}
+        if free <= 0:
+            return 0
+        # A lease outlives the send's own deadline, so no other dispatcher takes a delivery still in flight.
+        due = self.store.claim_deliveries(
+            self.owner, free, lease_s=hooks.timeout_s + 30, per_org=hooks.per_org_concurrency, busy=busy
+        )
+        for delivery in due:
+            with self._lock:
+                self._in_flight += 1
+                self._busy[delivery.org_id] = self._busy.get(delivery.org_id, 0) + 1
+            self._pool.submit(self._send, delivery)
+        return len(due)
+
+    def _send(self, delivery: Delivery) -> None:
+        try:
+            self.deliver(delivery)
+        except Exception:  # recorded nowhere else: the lease runs out and the delivery is tried again
+            log.exception("webhooks: sending %s failed", delivery.delivery_id)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._busy[delivery.org_id] -= 1
+                if not self._busy[delivery.org_id]:
+                    del self._busy[delivery.org_id]
+            self._slot_freed.set()
 
     def run_once(self) -> int:
-        """Lease the due deliveries, send them all, record each outcome; answer how many were attempted."""
+        """Lease what is due, send it and wait for those sends; answer how many were attempted (for tests)."""
         hooks = self.settings.webhooks
-        # A lease outlives the send's own deadline, so no other dispatcher takes a delivery still in flight.
-        due = self.store.claim_deliveries(self.owner, hooks.concurrency, lease_s=hooks.timeout_s + 30)
+        due = self.store.claim_deliveries(
+            self.owner, hooks.concurrency, lease_s=hooks.timeout_s + 30, per_org=hooks.per_org_concurrency
+        )
         for _ in self._pool.map(self.deliver, due):
             pass
         return len(due)

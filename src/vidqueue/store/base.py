@@ -146,8 +146,11 @@ class Store(Protocol):
         """The organisation's signing secret, created with ``new()`` on first use."""
         ...
 
-    def claim_deliveries(self, owner: str, limit: int, lease_s: float) -> builtins.list[Delivery]:
-        """Lease up to ``limit`` due deliveries, each the oldest pending one of its request."""
+    def claim_deliveries(
+        self, owner: str, limit: int, lease_s: float, *, per_org: int | None = None, busy: Mapping[str, int] = ...
+    ) -> builtins.list[Delivery]:
+        """Lease up to ``limit`` due deliveries, each the oldest pending one of its request, organisations in turn
+        and none past ``per_org`` in flight counting ``busy`` (what each already has in flight)."""
         ...
 
     def settle_delivery(self, delivery_id: str, owner: str, attempt: Attempt) -> bool:

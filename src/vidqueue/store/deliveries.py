@@ -10,9 +10,10 @@ from __future__ import annotations
 import builtins
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, replace
+from types import MappingProxyType
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,6 +47,23 @@ SNAPSHOT_FIELDS = (
     "attempts",
     "qworker_id",
 )
+
+
+EMPTY: Mapping[str, int] = MappingProxyType({})
+
+
+def fair_share(candidates: Sequence[Any], limit: int, cap: int, busy: Mapping[str, int]) -> builtins.list[int]:
+    """The seqs to lease from (seq, org_id) candidates in round-robin order: up to ``limit``, an organisation's
+    in-flight (``busy``) plus new ones never past ``cap``."""
+    taken: dict[str, int] = {}
+    chosen: builtins.list[int] = []
+    for seq, org in candidates:
+        if len(chosen) >= limit:
+            break
+        if busy.get(org, 0) + taken.get(org, 0) < cap:
+            taken[org] = taken.get(org, 0) + 1
+            chosen.append(seq)
+    return chosen
 
 
 def _delivery(row: Row[Any]) -> Delivery:
@@ -95,33 +113,57 @@ class SqlDeliveries:
                 conn.execute(sa.select(webhook_secrets.c.secret).where(webhook_secrets.c.org_id == org_id)).scalar_one()
             )
 
-    def claim_deliveries(self, owner: str, limit: int, lease_s: float) -> builtins.list[Delivery]:
-        """Lease up to ``limit`` due deliveries, each the oldest pending one of its request (in order)."""
+    def claim_deliveries(
+        self, owner: str, limit: int, lease_s: float, *, per_org: int | None = None, busy: Mapping[str, int] = EMPTY
+    ) -> builtins.list[Delivery]:
+        """Lease up to ``limit`` due deliveries, each the oldest pending one of its request, taking organisations
+        in turn, none past ``per_org`` in flight (``busy``: what each already has in flight)."""
         now = self._clock()
+        cap = per_org or limit
+        full = [org for org, n in busy.items() if n >= cap]
         earlier = webhook_deliveries.alias("earlier")
-        due = (
-            sa.select(_D.seq)
-            .where(
+        conditions = [
+            _D.state == "pending",
+            _D.next_attempt_at <= now,
+            sa.or_(_D.lease_expires_at.is_(None), _D.lease_expires_at < now),
+            ~sa.exists().where(
+                earlier.c.request_id == _D.request_id, earlier.c.state == "pending", earlier.c.seq < _D.seq
+            ),
+        ]
+        if full:
+            conditions.append(_D.org_id.not_in(full))
+        # Each organisation's due deliveries numbered oldest first; ordering by that number takes every
+        # organisation's first, then every second, ...: a round robin, so one organisation's backlog (or its slow
+        # receiver) never holds the others back.
+        turn = sa.func.row_number().over(partition_by=_D.org_id, order_by=(_D.next_attempt_at, _D.seq))
+        ranked = sa.select(_D.seq, _D.org_id, _D.next_attempt_at, turn.label("turn")).where(*conditions).subquery()
+        # Rows of an organisation beyond its free slots are skipped below: at most its ``busy`` count of them.
+        spare = sum(n for org, n in busy.items() if org not in full)
+        candidates = (
+            sa.select(ranked.c.seq, ranked.c.org_id)
+            .where(ranked.c.turn <= cap)
+            .order_by(ranked.c.turn, ranked.c.next_attempt_at, ranked.c.seq)
+            .limit(limit + spare)
+        )
+        with self._write() as conn:
+            chosen = fair_share(conn.execute(candidates).all(), limit, cap, busy)
+            if not chosen:
+                return []
+            # The lease is taken only where it is still free: a dispatcher that read the same candidates at the
+            # same time (PostgreSQL) skips the rows another is leasing rather than waiting for them.
+            free = sa.select(_D.seq).where(
+                _D.seq.in_(chosen),
                 _D.state == "pending",
-                _D.next_attempt_at <= now,
                 sa.or_(_D.lease_expires_at.is_(None), _D.lease_expires_at < now),
-                ~sa.exists().where(
-                    earlier.c.request_id == _D.request_id, earlier.c.state == "pending", earlier.c.seq < _D.seq
-                ),
             )
-            .order_by(_D.next_attempt_at)
-            .limit(limit)
-        )
-        if self._is_pg:
-            due = due.with_for_update(skip_locked=True)
-        claim = (
-            sa.update(webhook_deliveries)
-            .where(_D.seq.in_(due.scalar_subquery()))
-            .values(lease_owner=owner, lease_expires_at=now + lease_s)
-            .returning(*webhook_deliveries.c)
-        )
-        with self._write(single=True) as conn:
-            rows = conn.execute(claim).all()
+            if self._is_pg:
+                free = free.with_for_update(skip_locked=True)
+            rows = conn.execute(
+                sa.update(webhook_deliveries)
+                .where(_D.seq.in_(free.scalar_subquery()))
+                .values(lease_owner=owner, lease_expires_at=now + lease_s)
+                .returning(*webhook_deliveries.c)
+            ).all()
         return sorted((_delivery(r) for r in rows), key=lambda d: d.seq)
 
     def settle_delivery(self, delivery_id: str, owner: str, attempt: Attempt) -> bool:
@@ -186,22 +228,35 @@ class MemoryDeliveries:
                 self._secrets[org_id] = new()
             return self._secrets[org_id]
 
-    def claim_deliveries(self, owner: str, limit: int, lease_s: float) -> builtins.list[Delivery]:
-        """Lease up to ``limit`` due deliveries, each the oldest pending one of its request."""
+    def claim_deliveries(
+        self, owner: str, limit: int, lease_s: float, *, per_org: int | None = None, busy: Mapping[str, int] = EMPTY
+    ) -> builtins.list[Delivery]:
+        """Lease up to ``limit`` due deliveries, each the oldest pending one of its request, organisations in turn."""
+        cap = per_org or limit
         with self._lock:
             now = self._clock()
             first: dict[str, Delivery] = {}
             for d in sorted(self._pending(), key=lambda d: d.seq):
                 first.setdefault(d.request_id, d)
-            due = [
-                d
-                for d in first.values()
-                if d.next_attempt_at <= now and self._delivery_leases.get(d.delivery_id, ("", 0.0))[1] < now
-            ]
-            due = sorted(due, key=lambda d: d.next_attempt_at)[:limit]
+            due = sorted(
+                (
+                    d
+                    for d in first.values()
+                    if d.next_attempt_at <= now and self._delivery_leases.get(d.delivery_id, ("", 0.0))[1] < now
+                ),
+                key=lambda d: (d.next_attempt_at, d.seq),
+            )
+            turns: dict[str, int] = {}
+            ranked: list[tuple[int, float, int, Delivery]] = []
             for d in due:
-                self._delivery_leases[d.delivery_id] = (owner, now + lease_s)
-            return sorted(due, key=lambda d: d.seq)
+                turns[d.org_id] = turns.get(d.org_id, 0) + 1
+                ranked.append((turns[d.org_id], d.next_attempt_at, d.seq, d))
+            ranked.sort(key=lambda r: r[:3])
+            by_seq = {d.seq: d for *_, d in ranked}
+            chosen = fair_share([(seq, d.org_id) for *_, seq, d in ranked], limit, cap, busy)
+            for seq in chosen:
+                self._delivery_leases[by_seq[seq].delivery_id] = (owner, now + lease_s)
+            return sorted((by_seq[seq] for seq in chosen), key=lambda d: d.seq)
 
     def settle_delivery(self, delivery_id: str, owner: str, attempt: Attempt) -> bool:
         """Record an attempt of a delivery this owner leased; False when the lease was lost."""
