@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from vidqueue import __version__
 from vidqueue.api import media_routes, ops, routes
 from vidqueue.api.auth import document_auth
+from vidqueue.api.docs import install_docs
 from vidqueue.api.errors import document_errors, install_error_handlers
 from vidqueue.api.limits import BodyLimit
 from vidqueue.api.state import AppState
@@ -30,7 +31,8 @@ CONSOLE = Path(__file__).parent / "console"
 
 def create_app(settings: Settings, store: Store, storage: Storage, catalog: Catalog | None = None) -> FastAPI:
     """Build the ASGI app over a store, media storage and model catalog."""
-    app = FastAPI(title="vidqueue", version=__version__, description=DESCRIPTION)
+    # /docs and /redoc come from install_docs, with assets served here rather than from a CDN.
+    app = FastAPI(title="vidqueue", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None)
     registry, histogram = ops.new_registry(store)
     app.state.vq = AppState(
         settings=settings, store=store, storage=storage, catalog=catalog or Catalog(), registry=registry
@@ -43,6 +45,7 @@ def create_app(settings: Settings, store: Store, storage: Storage, catalog: Cata
     app.include_router(ops.router)
     # The web console: static files shipped in the package, talking to the API above like any client.
     app.mount("/ui", StaticFiles(directory=CONSOLE, html=True), name="console")
+    install_docs(app)
     # Our own cap rather than FastAPI's max_body_size: its 413 is plain text, this one the usual error body.
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(ops.HttpMetrics, histogram=histogram)
