@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -91,11 +92,14 @@ class Server:
     key: str | None = None
     output: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)  # more `vidqueue serve` flags
+    # For a server on HTTPS: "https", and the context that trusts its certificate.
+    scheme: str = "http"
+    verify: ssl.SSLContext | bool = True
 
     @property
     def url(self) -> str:
         """The server's base URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> Server:
         """Start the server and wait until it answers /readyz."""
@@ -126,7 +130,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError("server exited:\n" + "".join(self.output))
             try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/readyz", timeout=1, verify=self.verify).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -166,7 +170,7 @@ class Server:
     def client(self, key: str | None = None, base: str = BASE, **headers: str) -> httpx.Client:
         """An HTTP client for the API under a base path, authenticated with ``key`` (default: the first key)."""
         auth = {"Authorization": f"Bearer {key or self.key}"} if (key or self.key) else {}
-        return httpx.Client(base_url=self.url + base, headers={**auth, **headers}, timeout=30)
+        return httpx.Client(base_url=self.url + base, headers={**auth, **headers}, timeout=30, verify=self.verify)
 
     def create_key(self, org: str) -> str:
         """A new key for an organisation, made with `vidqueue keys create` against the running server's data."""

@@ -104,6 +104,23 @@ def serve(
     config: ConfigOpt = None,
     database_url: DatabaseOpt = None,
     storage: StorageOpt = None,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(
+            "--ssl-certfile",
+            help="Serve HTTPS with this PEM certificate (chain); media URLs are then https. "
+            "Needs --ssl-keyfile. [env: VIDQUEUE_SSL_CERTFILE]",
+            show_default=False,
+        ),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(
+            "--ssl-keyfile",
+            help="The certificate's PEM private key (unencrypted). [env: VIDQUEUE_SSL_KEYFILE]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the API and its worker processes (SQLite and local files by default)."""
     import uvicorn
@@ -121,9 +138,18 @@ def serve(
     from vidqueue.worker.supervisor import Supervisor
 
     settings = _settings(
-        config, host=host, port=port, data_dir=data_dir, workers=workers, database_url=database_url, storage=storage
+        config,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        workers=workers,
+        database_url=database_url,
+        storage=storage,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
     setup_logging(settings.log_level)
+    _check_tls(settings)
     try:
         catalog = catalog_for(settings)
         # Refuse a routing the workers could not serve now, rather than let them die and restart forever.
@@ -185,6 +211,8 @@ def serve(
             access_log=False,
             # Limits on request heads (size, time), which uvicorn's default protocol lacks.
             http=guarded_http(settings.max_header_bytes, settings.header_timeout_s),
+            ssl_certfile=settings.ssl_certfile,
+            ssl_keyfile=settings.ssl_keyfile,
         ),
         api.state.vq,
         drain_s=settings.drain_s,
@@ -200,6 +228,24 @@ def serve(
         retention.stop()
         supervisor.stop()
         store.close()
+
+
+def _check_tls(settings: Settings) -> None:
+    """Refuse, in one line, a certificate or key that cannot be loaded (uvicorn would fail with a traceback)."""
+    if settings.ssl_certfile is None or settings.ssl_keyfile is None:
+        return
+    import ssl
+
+    for path in (settings.ssl_certfile, settings.ssl_keyfile):
+        if not path.is_file():
+            fail(f"cannot read the TLS certificate or key {path}: no such file", 2)
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    except ssl.SSLError as exc:  # before OSError, of which it is a kind
+        pair = f"the TLS certificate {settings.ssl_certfile} and key {settings.ssl_keyfile}"
+        fail(f"{pair} do not load: {exc.reason or exc} (both PEM, the key unencrypted and matching the certificate)", 2)
+    except OSError as exc:
+        fail(f"cannot read the TLS certificate or key: {exc.strerror or exc}", 2)
 
 
 def _after_uvicorn(signum: int, frame: FrameType | None) -> None:

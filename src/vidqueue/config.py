@@ -259,6 +259,9 @@ class Settings(_Section):
     # first byte (or after the connection opens) gets 408 and the connection is closed.
     max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    # HTTPS: a PEM certificate (chain) and its private key; with them `serve` speaks TLS and media URLs are https.
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
     log_level: str = "info"
     engines: EnginesSettings = EnginesSettings()
     worker: WorkerSettings = WorkerSettings()
@@ -282,6 +285,17 @@ class Settings(_Section):
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'vidqueue.db').resolve()}"
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: set both for HTTPS, or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the API serves HTTPS."""
+        return self.ssl_certfile is not None
+
     @property
     def base_url(self) -> str:
         """The absolute URL clients reach this server at; media URLs start with it."""
@@ -292,7 +306,7 @@ class Settings(_Section):
             host = "127.0.0.1"
         elif ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def engine_for(self, model_id: str, serves: Collection[str] = ("emulator", "kling", "gmi")) -> EngineKind:
         """The engine of a model: its route's, diffusers for a declared family, else the default if it ``serves``."""
@@ -323,6 +337,8 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "DRAIN_S": ("drain_s",),
     "MAX_HEADER_BYTES": ("max_header_bytes",),
     "HEADER_TIMEOUT_S": ("header_timeout_s",),
+    "SSL_CERTFILE": ("ssl_certfile",),
+    "SSL_KEYFILE": ("ssl_keyfile",),
     "LOG_LEVEL": ("log_level",),
     "EMULATOR_LATENCY_S": ("engines", "emulator", "latency_s"),
     "EMULATOR_FAILURE_RATE": ("engines", "emulator", "failure_rate"),
