@@ -161,6 +161,12 @@ class WorkerSettings(_Section):
     engines: list[EngineKind] | None = None  # only these engines' models (`vidqueue worker --engine`); None: all
     # On SIGTERM a worker claims nothing more and lets running requests finish this long; then it hands them back.
     shutdown_grace_s: float = Field(30.0, ge=0, le=24 * 3600)
+    # A generated video whose media cannot be stored (a read-only folder, a full disk, S3 down) is kept, with its
+    # lease, and stored again with backoff for this long; then the request fails with storage_unavailable.
+    storage_retry_s: float = Field(600.0, ge=0)
+    # Out of space while generating: the request goes back to the queue and this worker pauses claims, doubling
+    # from 1 s up to this.
+    disk_full_backoff_max_s: float = Field(60.0, gt=0)
 
 
 class LimitsSettings(_Section):
@@ -278,13 +284,6 @@ class Settings(_Section):
     def _strip_slash(cls, v: str | None) -> str | None:
         return v.rstrip("/") if v else v
 
-    @property
-    def db_url(self) -> str:
-        """The SQLAlchemy URL of the store (SQLite in the data dir unless a database URL is set)."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{(self.data_dir / 'vidqueue.db').resolve()}"
-
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
@@ -295,6 +294,13 @@ class Settings(_Section):
     def tls(self) -> bool:
         """Whether the API serves HTTPS."""
         return self.ssl_certfile is not None
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL of the store (SQLite in the data dir unless a database URL is set)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'vidqueue.db').resolve()}"
 
     @property
     def base_url(self) -> str:
@@ -343,6 +349,8 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "EMULATOR_LATENCY_S": ("engines", "emulator", "latency_s"),
     "EMULATOR_FAILURE_RATE": ("engines", "emulator", "failure_rate"),
     "EMULATOR_JOURNAL": ("engines", "emulator", "journal"),
+    "STORAGE_RETRY_S": ("worker", "storage_retry_s"),
+    "DISK_FULL_BACKOFF_MAX_S": ("worker", "disk_full_backoff_max_s"),
     "LEASE_S": ("worker", "lease_s"),
     "HEARTBEAT_S": ("worker", "heartbeat_s"),
     "POLL_INTERVAL_S": ("worker", "poll_interval_s"),

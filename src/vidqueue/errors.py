@@ -13,6 +13,7 @@
     ├── Unavailable               the queue is full or no engine serves the model
     │   ├── StoreUnavailable      the store cannot be reached
     │   │   └── StoreDamaged      its SQLite file is not a sound database (names the file for the operator)
+    │   ├── StorageUnavailable    media storage cannot be written (a read-only folder, a full disk, S3 down)
     │   ├── QueueFull             the queue holds its most queued requests
     │   └── ShuttingDown          the server is draining before it stops
     ├── LeaseLost                 a fenced worker write matched no row
@@ -154,6 +155,16 @@ class StoreDamaged(StoreUnavailable):
         # For the log and the command line (it names the file); answers carry only ``message``.
         self.operator_message = operator_message or message or ""
         super().__init__(message)
+
+
+class StorageUnavailable(Unavailable):
+    """The media storage cannot be written; retry later."""
+
+    code = "storage_unavailable"
+
+    def __init__(self, message: str | None = None, retry_after: int = 5, *, full: bool = False) -> None:
+        self.full = full  # out of space (ENOSPC, EDQUOT): transient, it comes back when space is freed
+        super().__init__(message, retry_after)
 
 
 class LeaseLost(ServiceError):

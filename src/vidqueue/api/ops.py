@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidqueue.api.schemas import ErrorOut
 from vidqueue.api.state import AppState, get_state
-from vidqueue.errors import StoreUnavailable
+from vidqueue.errors import StorageUnavailable, StoreUnavailable
 from vidqueue.store import Status, Store
 
 router = APIRouter(tags=["operations"])
@@ -190,12 +190,18 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="The store is reachable and migrated",
+    summary="The store is reachable and migrated, and media storage can be written",
     response_model=None,
-    responses={503: {"model": ErrorOut, "description": "Not ready (store unreachable, or draining); see Retry-After"}},
+    responses={
+        503: {
+            "model": ErrorOut,
+            "description": "Not ready (store unreachable, media storage unwritable, or draining); see Retry-After",
+        }
+    },
 )
 def readyz(state: State) -> Any:
-    """200 when the store answers with the current schema, else 503 (also while draining before a stop)."""
+    """200 when the store answers with the current schema and media storage takes a write, else 503 (also while
+    draining before a stop)."""
     if state.draining:
         # A load balancer stops sending new work here while in-flight calls and status reads still succeed.
         return JSONResponse(
@@ -205,11 +211,14 @@ def readyz(state: State) -> Any:
         )
     try:
         state.store.ping()
-    except StoreUnavailable as exc:
+        # A server that cannot store an input image or a finished video is not ready either: a full disk, a
+        # read-only media folder, S3 down. The probe writes one small file (or object) and removes it.
+        state.storage.probe()
+    except (StoreUnavailable, StorageUnavailable) as exc:
         return JSONResponse(
             {"status": "unavailable", "error": exc.message, "code": exc.code, "details": []},
             status_code=503,
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": str(exc.retry_after)},
         )
     return {"status": "ready"}
 

@@ -7,7 +7,7 @@ vidqueue's settings. Botocore errors are translated where they enter:
 
     NotFound           get_bytes of a key that holds nothing
     ConfigError        the bucket is missing, the credentials are missing or refused, the region is wrong
-    Unavailable        S3 cannot be reached, times out, throttles or answers 5xx
+    StorageUnavailable S3 cannot be reached, times out, throttles or answers 5xx
     ServiceError       any other S3 error
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -34,7 +35,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped, unused-ignore]
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError  # type: ignore[import-untyped, unused-ignore]
 
-from vidqueue.errors import ConfigError, NotFound, ServiceError, Unavailable
+from vidqueue.errors import ConfigError, NotFound, ServiceError, StorageUnavailable
 from vidqueue.media.storage import check_key
 
 MiB = 1024 * 1024
@@ -187,6 +188,10 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, "check", None) from exc
 
+    def probe(self) -> None:
+        """Write one small object (this process's own, overwritten each time); raise when S3 cannot take it."""
+        self.put_bytes(f".probe/{socket.gethostname()}-{os.getpid()}", b"ok", "text/plain")
+
     def put_file(self, key: str, path: Path, content_type: str) -> None:
         """Upload ``path`` under ``key`` (as a multipart upload when it is over the threshold)."""
         name = self.object_key(key)
@@ -278,7 +283,9 @@ class S3Storage:
                 "(set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role)"
             )
         if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError)):
-            return Unavailable(f"S3 {action} of {where} failed: cannot reach {self.endpoint} ({type(exc).__name__})")
+            return StorageUnavailable(
+                f"S3 {action} of {where} failed: cannot reach {self.endpoint} ({type(exc).__name__})"
+            )
         return ServiceError(f"S3 {action} of {where} at {self.endpoint} failed: {type(exc).__name__}")
 
     def _failure(self, code: str, status: int | None, action: str, where: str) -> ServiceError:
@@ -289,7 +296,7 @@ class S3Storage:
         if hint:
             return ConfigError(f"{message}: {hint}")
         if code in _TRANSIENT_CODES or (status is not None and status >= 500):
-            return Unavailable(message)
+            return StorageUnavailable(message)
         return ServiceError(message)
 
 

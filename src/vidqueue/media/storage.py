@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import hmac
 import os
@@ -21,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Protocol
 from urllib.parse import quote
 
-from vidqueue.errors import NotFound
+from vidqueue.errors import NotFound, StorageUnavailable
 
 
 class Storage(Protocol):
@@ -45,6 +46,10 @@ class Storage(Protocol):
 
     def delete_prefix(self, prefix: str) -> None:
         """Delete every key that starts with ``prefix``."""
+        ...
+
+    def probe(self) -> None:
+        """Write (and remove) a small object; raise StorageUnavailable when storage cannot be written."""
         ...
 
 
@@ -145,25 +150,66 @@ class LocalStorage:
                 else:
                     child.unlink(missing_ok=True)
 
+    def probe(self) -> None:
+        """Write and remove a small file in the media folder; raise StorageUnavailable when that fails."""
+        self._write(f".probe/{os.getpid()}", lambda out: out.write(b"ok"), durable=False)
+        with contextlib.suppress(OSError):
+            self.path(f".probe/{os.getpid()}").unlink()
+
     def _sign(self, key: str, expires: int) -> str:
         message = f"{key}\n{int(expires)}".encode()
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
-    def _write(self, key: str, fill: Callable[[IO[bytes]], object]) -> None:
+    def _write(self, key: str, fill: Callable[[IO[bytes]], object], *, durable: bool = True) -> None:
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target and rename over it, so a reader sees the old file or the whole new one.
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Write beside the target and rename over it, so a reader sees the old file or the whole new one.
+            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise unwritable(exc, key) from exc
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
                 fill(out)
                 out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    os.fsync(out.fileno())
             os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; media are served to anyone holding a URL
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+            if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+                raise unwritable(exc, key) from exc
             raise
+
+
+# What a write into the media folder meets when the folder, not the data, is at fault: out of space or quota,
+# read-only, no permission, an I/O error. Each is the operator's to fix and may be fixed while a request waits.
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_STORAGE_ERRNOS = _FULL_ERRNOS | {errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) says the disk or a quota is full."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageUnavailable) and current.full:
+            return True
+        if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
+            return True
+        if "No space left on device" in str(current):  # an encoder or library that kept only the message
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def unwritable(exc: OSError, key: str) -> StorageUnavailable:
+    """The StorageUnavailable for an OS error writing ``key`` (its path is for the log, not for clients)."""
+    full = exc.errno in _FULL_ERRNOS
+    reason = "the disk is full" if full else (exc.strerror or type(exc).__name__).lower()
+    return StorageUnavailable(f"Media storage cannot be written: {reason}.", full=full)

@@ -16,8 +16,8 @@ from typing import Any, cast
 
 from vidqueue.config import WorkerSettings
 from vidqueue.engines.base import AnyEngine, AsyncEngine, Engine, GeneratedMedia, Job
-from vidqueue.errors import JobCancelled, JobFailed, LeaseLost, NotFound, StoreUnavailable
-from vidqueue.media.storage import Storage, media_key
+from vidqueue.errors import JobCancelled, JobFailed, LeaseLost, NotFound, StorageUnavailable, StoreUnavailable
+from vidqueue.media.storage import Storage, is_disk_full, media_key
 from vidqueue.store import RequestRecord, Status, Store
 from vidqueue.worker.aio import LoopThread
 from vidqueue.worker.context import RunContext, through_outages
@@ -79,6 +79,9 @@ class Worker:
         for model_id, engine in engines.items():
             by_engine.setdefault(id(engine), (engine, set()))[1].add(model_id)
         self._lanes = [_Lane(engine, models) for engine, models in by_engine.values()]
+        # Out of space: no claims until then (monotonic), the wait doubling while it lasts.
+        self._paused_until = -float("inf")
+        self._space_backoff = 0.0
         self._loop: LoopThread | None = None
         store.subscribe(self._on_queued)
 
@@ -159,6 +162,8 @@ class Worker:
     def _claim_round(self) -> bool:
         """Claim one request for every lane with a free slot; answer whether any was claimed."""
         claimed = False
+        if time.monotonic() < self._paused_until:
+            return False
         for lane in self._lanes:
             with self._lock:
                 free = lane.can_take()
@@ -224,7 +229,13 @@ class Worker:
 
     def process(self, record: RequestRecord, *, on_stage_done: Callable[[], None] | None = None) -> None:
         """Run one claimed request and write its ending, unless the lease was lost meanwhile."""
-        workdir = Path(tempfile.mkdtemp(prefix=f"{record.request_id}.", dir=self.workdir))
+        try:
+            workdir = Path(tempfile.mkdtemp(prefix=f"{record.request_id}.", dir=self.workdir))
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self._out_of_space(record.request_id, exc)
+            return
         ctx = RunContext(
             self.store,
             record.request_id,
@@ -249,6 +260,11 @@ class Worker:
         rid, wid = record.request_id, self.worker_id
         try:
             media = self._generate(record, ctx)
+            if ctx.lease_lost:
+                raise LeaseLost(rid)
+            outcome = self._store_through_outages(record, media, ctx)
+        except LeaseLost:
+            raise
         except JobCancelled as exc:
             if ctx.lease_lost:
                 raise LeaseLost(rid) from None
@@ -260,19 +276,80 @@ class Worker:
                 self._write_ending(rid, Status.CANCELLED, lambda: self.store.finish_cancelled(rid, wid, message))
             return
         except JobFailed as exc:
+            # An engine that reported a full disk as its own failure; not a store of media that ran out of patience
+            # (that one already waited for space, and a storage failure never costs a second generation).
+            if exc.code != StorageUnavailable.code and is_disk_full(exc):
+                self._out_of_space(rid, exc)
+                return
             self._fail(rid, exc.code, exc.message)
             return
         except MemoryError:
             self._fail(rid, "out_of_memory", "The engine ran out of memory; try a shorter or smaller video.")
             return
         except Exception as exc:
+            if is_disk_full(exc):
+                self._out_of_space(rid, exc)
+                return
             log.exception("request %s: engine error", rid)
             self._fail(rid, "engine_error", f"The engine failed unexpectedly ({type(exc).__name__}); it was logged.")
             return
-        if ctx.lease_lost:
-            raise LeaseLost(rid)
-        outcome = self._store_media(record, media)
         self._write_ending(rid, Status.SUCCESS, lambda: self.store.finish(rid, wid, outcome))
+        self._space_backoff = 0.0
+
+    def _out_of_space(self, rid: str, exc: BaseException) -> None:
+        """The disk filled up while generating: hand the request back (not an attempt) and pause claims a while.
+
+        Space comes back when someone frees it; until then every claim here would fail the same way. The request
+        is queued again, for this worker after the pause or for another worker with room.
+        """
+        self._space_backoff = min(max(1.0, self._space_backoff * 2), self.settings.disk_full_backoff_max_s)
+        self._paused_until = time.monotonic() + self._space_backoff
+        log.warning(
+            "request %s: out of disk space (%s); handed back to the queue, claiming again in %.0f s",
+            rid,
+            exc,
+            self._space_backoff,
+        )
+        self._write_ending(rid, Status.QUEUED, lambda: self.store.release(rid, self.worker_id))
+
+    def _store_through_outages(self, record: RequestRecord, media: GeneratedMedia, ctx: RunContext) -> dict[str, Any]:
+        """Store the generated media, retrying with backoff while storage cannot be written.
+
+        The worker keeps its lease (the heartbeats go on) and the generated files, so storage that comes back
+        within ``storage_retry_s`` costs a wait, never a second generation. Past it the request fails with
+        ``storage_unavailable``. A cancel or a lost lease ends the wait.
+        """
+        patience = self.settings.storage_retry_s
+        deadline = time.monotonic() + patience
+        delay = 0.5
+        while True:
+            try:
+                return self._store_media(record, media)
+            except StorageUnavailable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise JobFailed(
+                        f"The video was generated, but media storage could not be written for {patience:g} s "
+                        f"({exc.message.rstrip('.')}); the request was not run again.",
+                        code="storage_unavailable",
+                    ) from exc
+                wait = min(delay, left)
+                log.warning(
+                    "request %s: %s Storing again in %.1f s; the generated video is kept.",
+                    record.request_id,
+                    exc.message,
+                    wait,
+                )
+                self._sleep_unless_stopped(ctx, wait)
+                delay = min(delay * 2, 30.0)
+
+    def _sleep_unless_stopped(self, ctx: RunContext, seconds: float) -> None:
+        """Wait ``seconds``, raising JobCancelled as soon as the request is cancelled or the lease is lost."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if ctx.cancelled():
+                raise JobCancelled()
+            self.abandoning.wait(min(left, 0.25))
 
     def _fail(self, rid: str, code: str, message: str) -> None:
         self._write_ending(rid, Status.FAILED, lambda: self.store.fail(rid, self.worker_id, code, message))
