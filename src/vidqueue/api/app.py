@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from vidqueue import __version__
-from vidqueue.api import media_routes, ops, routes
+from vidqueue.api import media_routes, ops, routes, videos
 from vidqueue.api.auth import document_auth
 from vidqueue.api.docs import install_docs
 from vidqueue.api.errors import document_errors, install_error_handlers
@@ -37,22 +37,26 @@ def create_app(settings: Settings, store: Store, storage: Storage, catalog: Cata
     app.state.vq = AppState(
         settings=settings, store=store, storage=storage, catalog=catalog or Catalog(), registry=registry
     )
-    install_error_handlers(app)
+    # Each dialect answers errors in its own shape under its own paths.
+    error_shapes = {videos.PREFIX: videos.openai_error}
+    install_error_handlers(app, error_shapes)
     for i, prefix in enumerate(routes.BASE_PATHS):
         # Both base paths serve the same routes; the second is GMI's SDK path and is documented once.
         app.include_router(routes.router, prefix=prefix, tags=["request queue"], include_in_schema=i == 0)
+    app.include_router(videos.router, prefix=videos.PREFIX, tags=["videos (/v1)"])
     app.include_router(media_routes.router)
     app.include_router(ops.router)
     # The web console: static files shipped in the package, talking to the API above like any client.
     app.mount("/ui", StaticFiles(directory=CONSOLE, html=True), name="console")
     install_docs(app)
     # Our own cap rather than FastAPI's max_body_size: its 413 is plain text, this one the usual error body.
-    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes, shapes=error_shapes)
     app.add_middleware(ops.HttpMetrics, histogram=histogram)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_errors(document_auth(FastAPI.openapi(app), routes.BASE_PATHS))
+            documented = document_auth(FastAPI.openapi(app), (*routes.BASE_PATHS, videos.PREFIX))
+            app.openapi_schema = document_errors(documented)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -1,15 +1,23 @@
-"""HTTP answers for vidqueue's exceptions: one table, one body shape, never a traceback."""
+"""HTTP answers for vidqueue's exceptions: one table, never a traceback.
+
+Each handler says what the answer is (an ``ErrorAnswer``: status, message, code, field details, headers); the
+dialect whose path was called shapes the body. GMI's paths (and everything else) answer ``error_body``; a dialect
+installed under a path prefix (``/v1``) answers its own shape from the same facts.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from vidqueue.errors import (
     Conflict,
@@ -59,6 +67,35 @@ def error_body(message: str, code: str, details: list[FieldError] | None = None)
     return {"error": message, "code": code, "details": [d.as_dict() for d in (details or [])[:MAX_DETAILS]]}
 
 
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """What an error answer says, whatever shape its dialect gives the body."""
+
+    status: int
+    message: str
+    code: str
+    details: list[FieldError] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    param: str | None = None  # the field to blame when the error names one (else the first detail's)
+
+
+ErrorShape = Callable[[ErrorAnswer], Response]
+
+
+def gmi_error(answer: ErrorAnswer) -> Response:
+    """The answer in the shape of GMI's paths: ``error_body``."""
+    body = error_body(answer.message, answer.code, answer.details)
+    return JSONResponse(body, status_code=answer.status, headers=answer.headers)
+
+
+def shape_for(path: str, shapes: Mapping[str, ErrorShape]) -> ErrorShape:
+    """The error shape of the dialect under whose prefix ``path`` is (GMI's shape for any other path)."""
+    for prefix, shape in shapes.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            return shape
+    return gmi_error
+
+
 def status_for(exc: ServiceError) -> int:
     """The HTTP status of an exception, from the table."""
     for cls in type(exc).__mro__:
@@ -71,7 +108,7 @@ def status_for(exc: ServiceError) -> int:
 _damage_logged = [-float("inf")]
 
 
-def _vidqueue_error(_request: Request, exc: Exception) -> JSONResponse:
+def _vidqueue_error(_request: Request, exc: Exception) -> ErrorAnswer:
     assert isinstance(exc, ServiceError)
     if isinstance(exc, StoreDamaged) and time.monotonic() - _damage_logged[0] >= 60:
         _damage_logged[0] = time.monotonic()
@@ -84,9 +121,10 @@ def _vidqueue_error(_request: Request, exc: Exception) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if status == 500:
         log.error("unmapped error %s: %s", type(exc).__name__, exc.message)
-        return JSONResponse(error_body("Internal server error; it was logged.", "internal_error"), status_code=500)
+        return ErrorAnswer(500, "Internal server error; it was logged.", "internal_error")
     details = exc.details if isinstance(exc, InvalidInput) else []
-    return JSONResponse(error_body(exc.message, exc.code, details), status_code=status, headers=headers)
+    param = getattr(exc, "param", None)
+    return ErrorAnswer(status, exc.message, exc.code, details, headers, param if isinstance(param, str) else None)
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -96,13 +134,13 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+def _validation_error(request: Request, exc: Exception) -> ErrorAnswer:
     assert isinstance(exc, RequestValidationError)
     content_type = request.headers.get("content-type", "")
     if request.method in ("POST", "PUT", "PATCH") and content_type.split(";")[0].strip().lower() != "application/json":
         # Checked here rather than in a dependency, so valid JSON calls pay nothing for it.
         message = f"The body must be JSON with 'Content-Type: application/json' (got '{content_type}')."
-        return JSONResponse(error_body(message, Unsupported.code), status_code=415)
+        return ErrorAnswer(415, message, Unsupported.code)
     details: list[FieldError] = []
     for err in exc.errors()[:MAX_DETAILS]:  # the first ones name the problem; a million would only cost
         if err.get("type") == "json_invalid":
@@ -118,10 +156,10 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         details.append(FieldError(field, message))
     first = details[0] if details else FieldError("body", "is invalid")
     message = f"{first.field} {first.message}"
-    return JSONResponse(error_body(message, "invalid_request", details), status_code=400)
+    return ErrorAnswer(400, message, "invalid_request", details)
 
 
-def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+def _http_error(_request: Request, exc: Exception) -> ErrorAnswer:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else "Request failed."
     if exc.status_code == 404 and message == "Not Found":
@@ -130,22 +168,33 @@ def _http_error(_request: Request, exc: Exception) -> JSONResponse:
         # The JSON reader failed on something other than syntax; answer like any invalid body, naming why.
         cause = exc.__cause__
         reason = _PARSE_FAILURES.get(type(cause), "is not valid JSON") if cause is not None else "is not valid JSON"
-        return JSONResponse(error_body(f"body {reason}", "invalid_request", [FieldError("body", reason)]), 400)
+        return ErrorAnswer(400, f"body {reason}", "invalid_request", [FieldError("body", reason)])
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return JSONResponse(error_body(message, code), status_code=exc.status_code, headers=exc.headers)
+    return ErrorAnswer(exc.status_code, message, code, headers=dict(exc.headers or {}))
 
 
-def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+def _unexpected(_request: Request, exc: Exception) -> ErrorAnswer:
     log.exception("unexpected error", exc_info=exc)
-    return JSONResponse(error_body("Internal server error; it was logged.", "internal_error"), status_code=500)
+    return ErrorAnswer(500, "Internal server error; it was logged.", "internal_error")
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers: vidqueue errors, validation errors, HTTP errors, and anything else."""
-    app.add_exception_handler(ServiceError, _vidqueue_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+def install_error_handlers(app: FastAPI, shapes: Mapping[str, ErrorShape] | None = None) -> None:
+    """Register the handlers: vidqueue errors, validation errors, HTTP errors, and anything else.
+
+    ``shapes`` maps a path prefix (``/v1``) to the error shape of the dialect served there.
+    """
+    table = dict(shapes or {})
+
+    def shaped(answer: Callable[[Request, Exception], ErrorAnswer]) -> Callable[[Request, Exception], Response]:
+        def handler(request: Request, exc: Exception) -> Response:
+            return shape_for(request.scope.get("path", ""), table)(answer(request, exc))
+
+        return handler
+
+    app.add_exception_handler(ServiceError, shaped(_vidqueue_error))
+    app.add_exception_handler(RequestValidationError, shaped(_validation_error))
+    app.add_exception_handler(StarletteHTTPException, shaped(_http_error))
+    app.add_exception_handler(Exception, shaped(_unexpected))
 
 
 def document_errors(spec: dict[str, Any]) -> dict[str, Any]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from functools import partial
 
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vidqueue.api.errors import error_body
+from vidqueue.api.errors import ErrorAnswer, ErrorShape, shape_for
 from vidqueue.api.state import AppState
 from vidqueue.config import LimitsSettings
 from vidqueue.errors import QueueFull, RateLimited, ShuttingDown, TooLarge
@@ -108,9 +108,10 @@ class BodyLimit:
     the cap.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, shapes: Mapping[str, ErrorShape] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.shapes = dict(shapes or {})  # the error shape of each dialect's path prefix
         self.message = f"The request body is over the {_size(max_bytes)} limit (limits.max_body_bytes)."
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,7 +121,8 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            response = JSONResponse(error_body(self.message, TooLarge.code), status_code=413)
+            shape = shape_for(scope.get("path", ""), self.shapes)
+            response = shape(ErrorAnswer(413, self.message, TooLarge.code))
             await response(scope, receive, send)
             return
         received = 0

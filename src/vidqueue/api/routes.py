@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import time
-import uuid
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Header, Query, Request
-from starlette.concurrency import run_in_threadpool
 
+from vidqueue.api import operations
 from vidqueue.api.auth import Auth, Caller
 from vidqueue.api.intake import AuthenticatedRoute, off_loop
-from vidqueue.api.limits import admit
-from vidqueue.api.present import Json, present_delivery, present_request, stored_image_marker
+from vidqueue.api.operations import Submission, fingerprint
+from vidqueue.api.present import Json, present_delivery, present_request
 from vidqueue.api.schemas import (
     DeliveryList,
     ErrorOut,
@@ -28,11 +23,7 @@ from vidqueue.api.schemas import (
     check_text,
 )
 from vidqueue.api.state import AppState
-from vidqueue.errors import FieldError, InvalidInput, NotFound, QueueFull, RateLimited
-from vidqueue.media.images import load_image
-from vidqueue.media.netguard import FetchError, vet_url
-from vidqueue.media.storage import media_key, request_prefix
-from vidqueue.store import Idempotency, NewRequest, Status
+from vidqueue.store import Idempotency, Status
 
 BASE_PATHS = ("/api/v1/ie/requestqueue/apikey", "/api/v1/ie/requestqueue")
 LIVE_WORKER_S = 30.0
@@ -121,61 +112,9 @@ async def submit(
     # Read (and parsed) already; the work on a large one (a million keys, a 10 MB image) runs in a thread.
     size = len(await request.body())
     idem = await off_loop(state, size, _intake, body, idempotency_key)
-    if idem is not None:
-        # A retry of a submit that went through answers at once, without validating or fetching again.
-        original = await state.call(state.store.replay, caller.org_id, idem)
-        if original is not None:
-            return Json(present_request(original, state.storage, state.settings.media_url_ttl_s))
-    # Limits before any work (validation, an image fetch): a refused submit costs one read.
-    rule = await admit(state, caller.org_id)
-    spec = state.catalog.get(body.model)
-    payload = await off_loop(state, size, spec.validate, body.payload)
-    if body.callback_url is not None:
-        await run_in_threadpool(_vet_callback_url, body.callback_url, state.settings.allow_private_urls)
-    request_id = str(uuid.uuid4())
-    input_key: str | None = None
-    image_param = spec.image_param()
-    if image_param is not None and image_param in payload:
-        image = await run_in_threadpool(
-            load_image,
-            payload[image_param],
-            allow_private=state.settings.allow_private_urls,
-            timeout_s=state.settings.images.fetch_timeout_s,
-            max_bytes=state.settings.images.max_bytes,
-            field=f"payload.{image_param}",
-        )
-        input_key = media_key(request_id, f"input.{'png' if image.format == 'png' else 'jpg'}")
-        await run_in_threadpool(state.storage.put_bytes, input_key, image.data, image.content_type)
-        if not str(payload[image_param]).strip().lower().startswith(("http://", "https://")):
-            # Base64 is not kept: the stored input stands in for it, and reads answer a signed URL of it.
-            payload = {**payload, image_param: stored_image_marker(input_key)}
-    new = NewRequest(
-        request_id=request_id,
-        org_id=caller.org_id,
-        model=spec.id,
-        payload=payload,
-        priority=body.priority,
-        input_key=input_key,
-        callback_url=body.callback_url,
-        idempotency=idem,
-        admit=rule,
-    )
-    try:
-        record = await state.call(state.store.enqueue, new)
-    except (RateLimited, QueueFull):
-        # Over a limit after all (others got in while this one was checked): its stored image goes with it.
-        if input_key is not None:
-            await run_in_threadpool(state.storage.delete_prefix, request_prefix(request_id))
-        raise
+    submission = Submission(body.model, body.payload, body.priority, body.callback_url, idem, size)
+    record = await operations.submit(caller, submission)
     return Json(present_request(record, state.storage, state.settings.media_url_ttl_s))
-
-
-def _vet_callback_url(url: str, allow_private: bool) -> None:
-    """Refuse a callback_url that is not http(s) or points to a private, loopback or link-local address."""
-    try:
-        vet_url(url, allow_private=allow_private, resolve_timeout_s=5.0)
-    except FetchError as exc:
-        raise InvalidInput(details=[FieldError("callback_url", str(exc))]) from exc
 
 
 def _intake(body: SubmitBody, idempotency_key: str | None) -> Idempotency | None:
@@ -188,14 +127,7 @@ def _fingerprint(body: SubmitBody) -> str:
     """A digest of what a submit asked for, as sent (key order and whitespace do not count)."""
     # The fields as they are (JSON values already): the same bytes as model_dump(mode="json") gave, in a tenth of the
     # time on a big payload, most of which model_dump spends holding the GIL.
-    fields = {name: getattr(body, name) for name in SubmitBody.model_fields}
-    try:
-        canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
-    except (TypeError, ValueError) as exc:
-        # Nesting past ~250 levels or an integer past 64 bits: no model takes either, so refuse it here.
-        rule = "must not nest deeper than 250 levels or hold integers outside the 64-bit range"
-        raise InvalidInput(details=[FieldError("payload", rule)]) from exc
-    return hashlib.sha256(canonical).hexdigest()
+    return fingerprint({name: getattr(body, name) for name in SubmitBody.model_fields})
 
 
 @router.get(
@@ -204,9 +136,7 @@ def _fingerprint(body: SubmitBody) -> str:
 async def get_request(request_id: str, caller: Auth) -> Json:
     """A request of the caller's organisation."""
     state = caller.state
-    record = await state.call(state.store.get, request_id, caller.org_id)
-    if record is None:
-        raise NotFound(f"Request '{request_id}' does not exist.")
+    record = await operations.get(caller, request_id)
     return Json(present_request(record, state.storage, state.settings.media_url_ttl_s))
 
 
@@ -249,24 +179,14 @@ async def list_requests(
 async def list_deliveries(request_id: str, caller: Auth) -> Json:
     """Every status change of the request sent (or still to be sent) to its callback_url, oldest first."""
     state = caller.state
-    record = await state.call(state.store.get, request_id, caller.org_id)
-    if record is None:
-        raise NotFound(f"Request '{request_id}' does not exist.")
+    await operations.get(caller, request_id)
     found = await state.call(state.store.deliveries, request_id)
     return Json({"request_id": request_id, "deliveries": [present_delivery(d) for d in found]})
 
 
 async def _cancel(request_id: str, caller: Caller) -> Json:
+    record = await operations.cancel(caller, request_id)
     state = caller.state
-    record = await state.call(state.store.cancel, request_id, caller.org_id)
-    # A processing request ends when its worker sees the cancel between steps; wait a little for that.
-    deadline = time.monotonic() + state.settings.cancel_wait_s
-    while record.status is Status.PROCESSING and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        again = await state.call(state.store.get, request_id, caller.org_id)
-        if again is None:
-            break
-        record = again
     return Json(present_request(record, state.storage, state.settings.media_url_ttl_s))
 
 
