@@ -2,6 +2,7 @@
 
     python bench/soak.py [--duration 120] [--rate 4] [--poll-rate 20] [--workers 3] [--kill-every 8]
                          [--latency 1.0] [--database-url postgresql://…] [--out bench/results/soak.json]
+                         [--storage-fault-every 20 --storage-fault-s 8]
 
 It starts the real `vidqueue serve` on a loopback port (SQLite and local files by default, or a PostgreSQL
 database), with its worker processes and the emulator engine. For ``--duration`` seconds it submits ``--rate``
@@ -10,9 +11,16 @@ would), polls random unfinished requests ``--poll-rate`` times a second, and SIG
 intervals (mean ``--kill-every`` s; the server restarts it). Every request carries a callback_url to a receiver on
 loopback. Then it waits for every accepted request to end and for its webhooks to arrive.
 
+Storage-fault mode (``--storage-fault-every S --storage-fault-s D``): every S seconds the media folder becomes
+unwritable for D seconds (a read-only bind mount over itself when run as root, else its mode bits), then writable
+again. Workers that finish a video meanwhile must keep it and store it once storage is back: no request may be
+generated twice, which the emulator's journal (one line per generation started) tells. Use ``--kill-every 0``
+with it, since a killed worker's request is rightly generated again.
+
 Reported: submitted, finished (success), failed (by code), lost (accepted but never ended, or gone: must be 0),
-5xx answers (must be 0), kills, webhooks missing (a request without its terminal webhook), and latency p50/p99
-of the API calls and of submit-to-success. Exit status 1 when anything was lost or any 5xx was answered.
+5xx answers (must be 0), kills, storage faults, double generations (requests the journal shows started more than
+once: must be 0 without kills), webhooks missing (a request without its terminal webhook), and latency p50/p99
+of the API calls and of submit-to-success. Exit status 1 when any of those musts fails.
 """
 
 # ruff: noqa: E402
@@ -79,6 +87,7 @@ class Tally:
     call_ms: list[float] = field(default_factory=list)
     done_s: list[float] = field(default_factory=list)
     kills: int = 0
+    storage_faults: int = 0
     hooks: dict[str, list[str]] = field(default_factory=dict)  # request id → statuses POSTed to the receiver
 
     def note(self, request_id: str, resp: httpx.Response | None) -> None:
@@ -220,7 +229,9 @@ def poller(api: httpx.Client, tally: Tally, rate: float, stop: threading.Event) 
 
 
 def killer(server: Server, tally: Tally, every_s: float, until: float) -> None:
-    """SIGKILL a random worker process at random intervals (exponential, mean ``every_s``)."""
+    """SIGKILL a random worker process at random intervals (exponential, mean ``every_s``; 0: never)."""
+    if every_s <= 0:
+        return
     rng = random.Random(7)
     while True:
         wait = rng.expovariate(1 / every_s)
@@ -235,6 +246,40 @@ def killer(server: Server, tally: Tally, every_s: float, until: float) -> None:
                     tally.kills += 1
             except ProcessLookupError:
                 pass
+
+
+def _run(*cmd: str) -> None:
+    subprocess.run(list(cmd), check=True, capture_output=True)
+
+
+def storage_faults(media: Path, tally: Tally, every_s: float, fault_s: float, until: float) -> None:
+    """Make the media folder unwritable for ``fault_s`` every ``every_s`` seconds until ``until``."""
+    as_root = os.geteuid() == 0  # root ignores mode bits: a read-only bind mount is what stops it
+    while time.monotonic() + every_s + fault_s < until:
+        time.sleep(every_s)
+        if as_root:
+            _run("mount", "--bind", str(media), str(media))
+            _run("mount", "-o", "remount,bind,ro", str(media))
+        else:
+            media.chmod(0o555)
+        with tally.lock:
+            tally.storage_faults += 1
+        try:
+            time.sleep(fault_s)
+        finally:
+            if as_root:
+                _run("umount", str(media))
+            else:
+                media.chmod(0o755)
+
+
+def double_generations(journal: Path) -> dict[str, int]:
+    """Requests the emulator's journal shows started more than once, with how many times."""
+    if not journal.exists():
+        return {}
+    lines = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+    starts = Counter(line["request_id"] for line in lines if line["event"] == "start")
+    return {rid: n for rid, n in starts.items() if n > 1}
 
 
 def settle(api: httpx.Client, tally: Tally, timeout: float) -> list[str]:
@@ -269,6 +314,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "VIDQUEUE_LOG_LEVEL": "warning",
     }
     with tempfile.TemporaryDirectory(prefix="vq-soak-") as tmp:
+        journal = Path(tmp) / "journal.jsonl"
+        env["VIDQUEUE_EMULATOR_JOURNAL"] = str(journal)
         server = Server(Path(tmp) / "data", free_port(), args.workers, env, args.database_url)
         started = time.monotonic()
         try:
@@ -285,12 +332,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for _ in range(2)
                 ),
             ]
+            if args.storage_fault_every > 0:
+                media = Path(tmp) / "data" / "media"
+                fault_args = (media, tally, args.storage_fault_every, args.storage_fault_s, until)
+                threads.insert(2, threading.Thread(target=storage_faults, args=fault_args))
+            ends_with_submits = len(threads) - 2
             for t in threads:
                 t.start()
-            for t in threads[:2]:
+            for t in threads[:ends_with_submits]:
                 t.join()
             stop_polling.set()
-            for t in threads[2:]:
+            for t in threads[ends_with_submits:]:
                 t.join()
             lost = settle(api, tally, timeout=args.settle_s)
             # Webhooks: every ended request's terminal status must reach the receiver.
@@ -309,6 +361,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server.stop()
             hooks.shutdown()
         wall = time.monotonic() - started
+        doubles = double_generations(journal)
     statuses = Counter(body["status"] for body in tally.ended.values())
     failures = Counter(body.get("error") or "" for body in tally.ended.values() if body["status"] == "failed")
     return {
@@ -321,6 +374,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "kill_every_s": args.kill_every,
             "emulator_latency_s": args.latency,
             "store": "postgresql" if args.database_url else "sqlite",
+            "storage_fault_every_s": args.storage_fault_every,
+            "storage_fault_s": args.storage_fault_s,
         },
         "wall_s": round(wall, 1),
         "submitted": len(tally.accepted),
@@ -336,6 +391,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "server_error_samples": tally.server_errors[:5],
         "transport_errors": tally.transport_errors,
         "kills": tally.kills,
+        "storage_faults": tally.storage_faults,
+        "double_generations": len(doubles),
+        "double_generation_samples": dict(list(doubles.items())[:5]),
         "webhooks_missing": len(missing),
         "api_calls": len(tally.call_ms),
         "api_latency_ms": {
@@ -361,13 +419,19 @@ def main() -> None:
     parser.add_argument("--settle-s", type=float, default=180.0, help="how long to wait for the backlog to end")
     parser.add_argument("--database-url", help="a PostgreSQL database (default: SQLite in a temporary folder)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the report (default {RESULTS})")
+    parser.add_argument(
+        "--storage-fault-every", type=float, default=0.0, help="seconds between media-storage faults (default 0: none)"
+    )
+    parser.add_argument("--storage-fault-s", type=float, default=8.0, help="how long each storage fault lasts")
     args = parser.parse_args()
     report = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     ok = report["lost"] == 0 and report["server_errors_5xx"] == 0 and report["webhooks_missing"] == 0
-    print("PASS: 0 lost, 0 5xx, every webhook arrived" if ok else "FAIL", file=sys.stderr)
+    if report["kills"] == 0:
+        ok = ok and report["double_generations"] == 0
+    print("PASS: 0 lost, 0 5xx, no double generation, every webhook arrived" if ok else "FAIL", file=sys.stderr)
     sys.exit(0 if ok else 1)
 
 

@@ -34,3 +34,23 @@ def test_a_short_soak_with_worker_kills_loses_nothing(tmp_path: Path) -> None:
     assert report["lost"] == 0 and report["server_errors_5xx"] == 0 and report["webhooks_missing"] == 0
     assert report["finished"] + report["failed"] + report["cancelled"] == report["submitted"]
     assert report["api_latency_ms"]["p99"] >= report["api_latency_ms"]["p50"] > 0
+
+
+@pytest.mark.slow
+def test_a_short_soak_with_storage_faults_generates_nothing_twice(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    args = ["--duration", "10", "--rate", "2", "--kill-every", "0", "--workers", "2", "--settle-s", "90"]
+    args += ["--storage-fault-every", "2", "--storage-fault-s", "3"]
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "soak.py"), *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    report = json.loads(out.read_text())
+    assert run.returncode == 0, (run.stderr[-3000:], report)
+    assert report["storage_faults"] >= 1 and report["kills"] == 0
+    assert report["lost"] == 0 and report["server_errors_5xx"] == 0 and report["double_generations"] == 0
+    assert report["finished"] == report["submitted"] >= 15, report

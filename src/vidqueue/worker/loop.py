@@ -341,7 +341,7 @@ class Worker:
                     wait,
                 )
                 self._sleep_unless_stopped(ctx, wait)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, 5.0)  # a worker slot waits on it: look often once storage is back
 
     def _sleep_unless_stopped(self, ctx: RunContext, seconds: float) -> None:
         """Wait ``seconds``, raising JobCancelled as soon as the request is cancelled or the lease is lost."""
