@@ -261,6 +261,27 @@ def test_a_json_body_takes_an_image_url_as_input_reference(queued: Server) -> No
     assert Image.open(io.BytesIO(stored.content)).size == (400, 400)
 
 
+def test_the_sdk_sends_an_image_url_as_input_reference(queued: Server) -> None:
+    import base64
+
+    data_url = "data:image/png;base64," + base64.b64encode(_png(300, 600, (0, 255, 0))).decode()
+    with _sdk(queued) as sdk, queued.client() as gmi:
+        # A form field input_reference[image_url], as the SDK spells an object in a multipart form (its
+        # input_reference argument takes only files, so the object goes in extra_body).
+        reference = {"input_reference": {"image_url": data_url}}
+        video = sdk.videos.create(model=TURBO, prompt=PROMPT, extra_body=reference)
+        payload = gmi.get(f"/requests/{video.id}").json()["payload"]
+    assert Image.open(io.BytesIO(httpx.get(payload["image"], timeout=30).content)).size == (300, 600)
+
+
+def test_a_callback_url_gets_the_same_webhooks_as_on_the_gmi_path(queued: Server) -> None:
+    hook = "http://127.0.0.1:9/hooks/v1"
+    with _sdk(queued) as sdk, queued.client() as gmi:
+        video = sdk.videos.create(model=TURBO, prompt=PROMPT, extra_body={"callback_url": hook})
+        deliveries = gmi.get(f"/requests/{video.id}/deliveries").json()["deliveries"]
+    assert [(d["event"], d["url"]) for d in deliveries] == [("queued", hook)]
+
+
 def test_the_same_idempotency_key_answers_the_same_video(queued: Server) -> None:
     with _sdk(queued) as sdk:
         headers = {"Idempotency-Key": "v1-once"}
@@ -316,6 +337,23 @@ def test_a_bad_field_is_a_bad_request_naming_it(queued: Server, fields: dict[str
     assert resp.status_code == 400, resp.text
     error = resp.json()["error"]
     assert error["param"] == param and error["message"].startswith(param), error
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"model": "\\ud800", "prompt": "x"}', "model"),
+        (b'{"model": "kling-v2-5-turbo", "prompt": "\\udfff"}', "prompt"),
+        (b'{"model": "kling-v2-5-turbo", "prompt": "x", "seconds": 5, "size": 1280}', "size"),
+        (b"[1]", "body"),
+        (b"{", "body"),
+    ],
+)
+def test_a_bad_json_body_is_a_bad_request_naming_the_field(queued: Server, body: bytes, param: str) -> None:
+    headers = {"Authorization": f"Bearer {queued.key}", "Content-Type": "application/json"}
+    resp = httpx.post(f"{queued.url}/v1/videos", content=body, headers=headers, timeout=30)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == param
 
 
 def test_an_uploaded_file_that_is_not_an_image_is_a_bad_request(queued: Server) -> None:

@@ -30,6 +30,7 @@ from vidqueue.api.videos.shapes import (
     VideoDeleted,
     VideoList,
     VideoOut,
+    check_fields,
     model_of,
     present_model,
     present_video,
@@ -115,6 +116,7 @@ async def create_video(caller: Auth, request: Request) -> Json:
     """Queue a video: `model`, `prompt`, `seconds`, `size`, `input_reference` (multipart form or JSON)."""
     state = caller.state
     body = await _read_create(state, request)
+    await off_loop(state, body.size, check_fields, body.fields)
     model = model_of(body.fields)
     try:
         spec = state.catalog.get(model)

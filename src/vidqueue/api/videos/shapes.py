@@ -100,6 +100,15 @@ class Translated:
     names: dict[str, str] = field(default_factory=dict)  # "payload.duration" → "seconds", …
 
 
+def check_fields(fields: dict[str, Any]) -> None:
+    """Raise InvalidInput when a key or string of the fields holds a lone surrogate (JSON can spell one; no answer
+    could echo it)."""
+    try:
+        check_text(fields)
+    except InvalidInput as exc:
+        raise renamed(exc, {}) from None
+
+
 def model_of(fields: dict[str, Any]) -> str:
     """The ``model`` field, checked: InvalidInput unless it is a non-empty string."""
     model = fields.get("model")
@@ -111,12 +120,9 @@ def model_of(fields: dict[str, Any]) -> str:
 
 
 def translate(spec: ModelSpec, body: CreateBody) -> Translated:
-    """A create call as a submit of ``spec``'s payload; InvalidInput, in the dialect's names, for what cannot be."""
+    """A create call (its text checked by ``check_fields``) as a submit of ``spec``'s payload; InvalidInput, in the
+    dialect's names, for what cannot be."""
     fields = body.fields
-    try:
-        check_text(fields)
-    except InvalidInput as exc:
-        raise renamed(exc, {}) from None
     image_param = spec.image_param()
     stands_for = {k: (v or image_param or "") for k, v in STANDS_FOR.items()}
     params = {p.name: p for p in spec.params}
