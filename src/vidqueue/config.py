@@ -268,6 +268,8 @@ class Settings(_Section):
     # HTTPS: a PEM certificate (chain) and its private key; with them `serve` speaks TLS and media URLs are https.
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    # A status stream (SSE) sends a comment this often when nothing changes, so proxies keep it open.
+    sse_keepalive_s: float = Field(15.0, gt=0, le=3600)
     log_level: str = "info"
     engines: EnginesSettings = EnginesSettings()
     worker: WorkerSettings = WorkerSettings()
@@ -345,6 +347,7 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "HEADER_TIMEOUT_S": ("header_timeout_s",),
     "SSL_CERTFILE": ("ssl_certfile",),
     "SSL_KEYFILE": ("ssl_keyfile",),
+    "SSE_KEEPALIVE_S": ("sse_keepalive_s",),
     "LOG_LEVEL": ("log_level",),
     "EMULATOR_LATENCY_S": ("engines", "emulator", "latency_s"),
     "EMULATOR_FAILURE_RATE": ("engines", "emulator", "failure_rate"),

@@ -507,10 +507,12 @@ def test_an_over_long_retry_after_is_not_slept_through(naps: list[float]) -> Non
 
 
 def sequence(states: list[dict[str, Any]]) -> Handler:
-    """Answers each GET of the request with the next state, the last one forever."""
+    """Answers each GET of the request with the next state, the last one forever; no status stream (as GMI Cloud)."""
     seen = [0]
 
     def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            return httpx.Response(404, json={"message": "not found"})
         i = min(seen[0], len(states) - 1)
         seen[0] += 1
         return httpx.Response(200, json={"request_id": RID, **states[i]})

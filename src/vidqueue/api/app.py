@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from vidqueue import __version__
-from vidqueue.api import media_routes, ops, routes, videos
+from vidqueue.api import media_routes, ops, routes, streams, videos
 from vidqueue.api.auth import document_auth
 from vidqueue.api.docs import install_docs
 from vidqueue.api.errors import document_errors, install_error_handlers
@@ -43,6 +43,7 @@ def create_app(settings: Settings, store: Store, storage: Storage, catalog: Cata
     for i, prefix in enumerate(routes.BASE_PATHS):
         # Both base paths serve the same routes; the second is GMI's SDK path and is documented once.
         app.include_router(routes.router, prefix=prefix, tags=["request queue"], include_in_schema=i == 0)
+        app.include_router(streams.router, prefix=prefix, tags=["request queue"], include_in_schema=i == 0)
     app.include_router(videos.router, prefix=videos.PREFIX, tags=["videos (/v1)"])
     app.include_router(media_routes.router)
     app.include_router(ops.router)

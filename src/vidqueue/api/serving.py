@@ -160,9 +160,9 @@ class DrainingServer(uvicorn.Server):
     uvicorn stops listening at the first signal, so a load balancer that has not yet seen the instance go gets
     refused connections. Here the first SIGTERM (or SIGINT) marks the app draining instead: submits and /readyz
     answer 503 with Retry-After while reads, cancels and in-flight calls go on. ``on_stop`` runs at once (the
-    workers stop claiming), and uvicorn closes once ``drain_s`` has passed and ``wait`` has returned (the workers
-    have finished, so their last results can still be read). A second signal closes at once, and runs ``on_stop``
-    again (the workers hand back what they still run).
+    workers stop claiming), open status streams end (new ones get 503), and uvicorn closes once ``drain_s`` has
+    passed and ``wait`` has returned (the workers have finished, so their last results can still be read). A second
+    signal closes at once, and runs ``on_stop`` again (the workers hand back what they still run).
     """
 
     def __init__(
@@ -189,6 +189,8 @@ class DrainingServer(uvicorn.Server):
         threading.Thread(target=self._on_stop, name="stop-workers", daemon=True).start()
         if self._signals == 1:
             self._state.draining = True
+            if self._state.streams is not None:
+                self._state.streams.close_soon()  # open status streams end now; the clients poll or go elsewhere
             threading.Thread(target=self._drain, name="drain", daemon=True).start()
             return
         self._cut_short.set()

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from anyio import CapacityLimiter
 from fastapi import Request
@@ -17,6 +17,9 @@ from vidqueue.catalog import Catalog
 from vidqueue.config import Settings
 from vidqueue.media.storage import LocalStorage, Storage
 from vidqueue.store import ApiKey, Store
+
+if TYPE_CHECKING:
+    from vidqueue.api.streams import StatusHub
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -60,6 +63,8 @@ class AppState:
     # Large bodies are parsed and checked in a thread, one at a time: parsing one of a million keys is a single
     # C call that holds the GIL for a few tenths of a second, and several at once would hold the loop for their sum.
     large_bodies: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(1))
+    # The status streams' watch on the store (api/streams.py), made by the first stream.
+    streams: StatusHub | None = None
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call: inline when the store's calls are local and quick, else in a thread.

@@ -23,6 +23,8 @@ import httpx
 import pydantic
 
 from vidqueue.client import errors
+from vidqueue.client._events import TERMINAL as _TERMINAL
+from vidqueue.client._events import EventSink
 from vidqueue.client.types import Delivery, Model, Request
 
 T = TypeVar("T")
@@ -33,6 +35,7 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 API_PATH = "/api/v1/ie/requestqueue/apikey"
 USER_AGENT = "vidqueue-python/0.1"
 MAX_POLL_INTERVAL = 5.0  # seconds between polls that ``wait`` backs off to while nothing changes
+STREAM_READ_TIMEOUT = 60.0  # a status stream silent this long (no event, no keep-alive) is reopened
 
 ProgressCallback = Callable[[Request], None]
 DownloadCallback = Callable[[int, int | None], None]
@@ -51,10 +54,12 @@ class Send:
 
 @dataclass(frozen=True)
 class Stream:
-    """A GET whose body goes to ``sink`` chunk by chunk when ``sink.start(response)`` says so."""
+    """A GET whose body goes to ``sink`` chunk by chunk when ``sink.start(response)`` says so, until the body ends
+    or ``sink.write`` answers False; with ``read_timeout``, a read that waits longer raises ReadTimeout."""
 
     send: Send
-    sink: Sink
+    sink: Sink | EventSink
+    read_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -389,29 +394,42 @@ class Core:
         poll_interval: float,
         max_poll_interval: float,
         on_progress: ProgressCallback | None,
+        stream: bool = True,
     ) -> Steps[Request]:
-        """Poll until the request ends: its success, or RequestFailed / RequestCancelled / TimeoutError."""
+        """Follow the request until it ends: its success, or RequestFailed / RequestCancelled / TimeoutError.
+
+        With ``stream``, from its status stream (GET …/events, a vidqueue extension) while the server serves one;
+        else, or once the stream is gone (GMI Cloud has none; a server stopping ends it), by polling.
+        """
         if poll_interval <= 0:
             raise ValueError("poll_interval must be more than 0")
         ceiling = self.wait_timeout if timeout is None else timeout
         deadline = time.monotonic() + ceiling
         interval = poll_interval
         seen: tuple[Any, ...] | None = None
+
+        def report(request: Request) -> bool:
+            """Tell ``on_progress`` of a state not seen before; answer whether it was new."""
+            nonlocal seen
+            state = (request.status, request.progress, request.queue_position)
+            if state == seen:
+                return False
+            seen = state
+            if on_progress is not None:
+                on_progress(request)
+            return True
+
+        if stream:
+            ended = yield from self._follow_stream(_segment(request_id), deadline, report)
+            if ended is not None:
+                return _ended(ended)
         while True:
             request = yield from self.get(request_id)
-            state = (request.status, request.progress, request.queue_position)
-            if state != seen:
-                seen, interval = state, poll_interval  # something moved: look again soon
-                if on_progress is not None:
-                    on_progress(request)
-            else:
-                interval = min(max(max_poll_interval, poll_interval), interval * 1.5)
-            if request.status == "success":
-                return request
-            if request.status == "failed":
-                raise errors.RequestFailed(request)
-            if request.status == "cancelled":
-                raise errors.RequestCancelled(request)
+            # Something moved: look again soon; else back off.
+            backed_off = min(max(max_poll_interval, poll_interval), interval * 1.5)
+            interval = poll_interval if report(request) else backed_off
+            if request.status in _TERMINAL:
+                return _ended(request)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise errors.TimeoutError(
@@ -420,6 +438,40 @@ class Core:
                     request=request,
                 )
             yield Sleep(min(interval, left))
+
+    def _follow_stream(
+        self, request_id: str, deadline: float, on_event: Callable[[Request], object]
+    ) -> Steps[Request | None]:
+        """Read the request's status stream to its terminal event, reconnecting with Last-Event-ID when it breaks.
+
+        None when polling must take over: no stream here (404 from GMI Cloud), an error answer (polling raises it
+        the usual way), a stream that keeps breaking, or the deadline.
+        """
+        url = f"{self.root}/requests/{request_id}/events"
+        sink = EventSink(on_event, deadline)
+        failures = 0
+        while (left := deadline - time.monotonic()) > 0:
+            extra = {"Accept": "text/event-stream"}
+            if sink.last_id:
+                extra["Last-Event-ID"] = sink.last_id
+            send = Send("GET", url, self._headers(extra))
+            try:
+                yield Stream(send, sink, read_timeout=min(left, STREAM_READ_TIMEOUT))
+            except _TRANSIENT:
+                failures += 1
+                if failures > self.max_retries:
+                    return None
+                yield Sleep(min(self.backoff(failures), max(0.0, deadline - time.monotonic())))
+                continue
+            if not sink.is_stream or sink.broken:  # a 204 (nothing more to stream) too: a GET has the outcome
+                return None
+            if sink.last is not None and sink.last.status in _TERMINAL:
+                return sink.last
+            # The stream ended early (the server is stopping): open it again from the last event.
+            failures = 0 if sink.events else failures + 1
+            if failures > self.max_retries:
+                return None
+        return None
 
     def download(
         self,
@@ -503,6 +555,15 @@ class Core:
         )
         yield from self.download(done, path, index=0, on_progress=on_download)
         return done
+
+
+def _ended(request: Request) -> Request:
+    """A finished request: returned when it succeeded, else RequestFailed or RequestCancelled."""
+    if request.status == "failed":
+        raise errors.RequestFailed(request)
+    if request.status == "cancelled":
+        raise errors.RequestCancelled(request)
+    return request
 
 
 def _unreadable(response: httpx.Response, why: str) -> errors.ServerError:

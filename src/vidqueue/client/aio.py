@@ -127,12 +127,15 @@ class AsyncClient:
         poll_interval: float = 1.0,
         max_poll_interval: float = MAX_POLL_INTERVAL,
         on_progress: ProgressCallback | None = None,
+        stream: bool = True,
     ) -> Request:
-        """Poll until success (returned) or failure (RequestFailed, RequestCancelled); TimeoutError past ``timeout``.
+        """Wait until success (returned) or failure (RequestFailed, RequestCancelled); TimeoutError past ``timeout``.
 
-        Polls every ``poll_interval`` seconds while something changes, backing off to ``max_poll_interval``
-        while nothing does; ``on_progress`` gets the request whenever its status, progress or queue position
-        moved. ``timeout`` defaults to the client's ``wait_timeout`` (an hour).
+        Follows the request's status stream (Server-Sent Events) where the server has one (vidqueue does, GMI Cloud
+        does not), and polls otherwise or with ``stream=False``: every ``poll_interval`` seconds while something
+        changes, backing off to ``max_poll_interval`` while nothing does. ``on_progress`` gets the request
+        whenever its status, progress or queue position moved. ``timeout`` defaults to the client's
+        ``wait_timeout`` (an hour).
         """
         return await self._run(
             self._core.wait(
@@ -141,6 +144,7 @@ class AsyncClient:
                 poll_interval=poll_interval,
                 max_poll_interval=max_poll_interval,
                 on_progress=on_progress,
+                stream=stream,
             )
         )
 
@@ -203,8 +207,13 @@ class AsyncClient:
             await asyncio.sleep(step.seconds)
             return None
         send = step.send if isinstance(step, Stream) else step
+        timeout = self._http.timeout
+        if isinstance(step, Stream) and step.read_timeout is not None:
+            timeout = httpx.Timeout(
+                connect=timeout.connect, read=step.read_timeout, write=timeout.write, pool=timeout.pool
+            )
         request = self._http.build_request(
-            send.method, send.url, headers=send.headers, params=send.params, json=send.json
+            send.method, send.url, headers=send.headers, params=send.params, json=send.json, timeout=timeout
         )
         if isinstance(step, Send):
             return await self._http.send(request)
@@ -212,7 +221,9 @@ class AsyncClient:
         try:
             if step.sink.start(response):
                 async for chunk in response.aiter_bytes():
-                    step.sink.write(chunk)  # a plain file write: chunks are small, and the disk is local
+                    # A plain file write (chunks are small, the disk local), or an event parsed; False: stop.
+                    if step.sink.write(chunk) is False:
+                        break
             else:
                 await response.aread()
         finally:

@@ -122,6 +122,15 @@ class Store(Protocol):
         """
         ...
 
+    def watch_changes(self, changed: Callable[[str], None], watching: Callable[[], Collection[str]]) -> None:
+        """Call ``changed(request_id)`` when a request's status or progress changes, by any process; "" when some
+        changes may have been missed (re-read every watched request). From any thread; it must not block.
+
+        ``watching()`` names the requests of interest (SQLite, with no notifications, reads only those when its file
+        changes; PostgreSQL's trigger notifies every change). Status streams use it; they never poll per client.
+        """
+        ...
+
     # -- workers -------------------------------------------------------------------------------------------
     def worker_seen(
         self, worker_id: str, models: Collection[str], facts: Mapping[str, Mapping[str, float]] | None = None

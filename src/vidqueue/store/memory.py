@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from vidqueue.errors import LeaseLost, NotFound
+from vidqueue.store.changes import ChangeFeed
 from vidqueue.store.deliveries import MemoryDeliveries
 from vidqueue.store.pruning import MemoryPruning
 from vidqueue.store.records import (
@@ -51,6 +52,7 @@ class MemoryStore(MemoryDeliveries, MemoryPruning):
         self._facts: dict[str, dict[str, dict[str, float]]] = {}
         self._keys_used: dict[tuple[str, str], tuple[str, float, str]] = {}  # (org, key) → fingerprint, time, id
         self._wakers: builtins.list[Callable[[str], None]] = []
+        self._changes = ChangeFeed()
         self._init_deliveries()
 
     # -- helpers -----------------------------------------------------------------------------------------
@@ -71,6 +73,8 @@ class MemoryStore(MemoryDeliveries, MemoryPruning):
         self._rows[row.request_id] = new
         if new.status is not row.status:
             self._record_change(new)
+        if (new.status, new.progress) != (row.status, row.progress):
+            self._changes.notify(new.request_id)
         return copy.deepcopy(new)
 
     def _fenced(self, request_id: str, worker_id: str) -> RequestRecord:
@@ -399,6 +403,10 @@ class MemoryStore(MemoryDeliveries, MemoryPruning):
     def subscribe(self, wake: Callable[[str], None]) -> None:
         """Call ``wake(model)`` when a request is queued."""
         self._wakers.append(wake)
+
+    def watch_changes(self, changed: Callable[[str], None], watching: Callable[[], Collection[str]]) -> None:
+        """Call ``changed(request_id)`` when a request's status or progress changes (at once, under the lock)."""
+        self._changes.add(changed, watching)
 
     def ping(self) -> None:
         """The in-memory store always answers."""

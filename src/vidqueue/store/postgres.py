@@ -31,7 +31,7 @@ def libpq_url(url: str) -> str:
 
 
 class Listener(WakeThread):
-    """LISTENs on the queue's channel and calls back for every notification.
+    """LISTENs on a channel (by default the queue's) and calls back for every notification.
 
     It keeps its own connection, outside the pool, and reconnects with backoff when the database goes away;
     after every (re)connect it calls back once with "", since notifications sent meanwhile are lost.
@@ -39,9 +39,10 @@ class Listener(WakeThread):
 
     name = "pg-listen"
 
-    def __init__(self, url: str, on_notify: Callable[[str], None]) -> None:
+    def __init__(self, url: str, on_notify: Callable[[str], None], channel: str = CHANNEL) -> None:
         super().__init__(on_notify)
         self._url = libpq_url(url)
+        self._channel = channel
 
     def _run(self) -> None:
         import psycopg
@@ -50,13 +51,13 @@ class Listener(WakeThread):
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {self._channel}")
                     backoff = 0.1
                     self._on_new("")
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
                             self._on_new(note.payload)
             except psycopg.Error as exc:
-                log.warning("listening for new requests failed (polling meanwhile): %s", exc)
+                log.warning("listening on %s failed (retrying): %s", self._channel, exc)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)

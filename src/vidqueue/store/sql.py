@@ -19,7 +19,7 @@ from sqlalchemy.exc import DatabaseError, DBAPIError, InterfaceError, Operationa
 from sqlalchemy.exc import SQLAlchemyError as _SAError
 
 from vidqueue.errors import LeaseLost, NotFound, StoreDamaged, StoreUnavailable
-from vidqueue.store import claims, migrate, postgres
+from vidqueue.store import changes, claims, migrate, postgres
 from vidqueue.store.admission import admission_from, admission_lock, admission_statement
 from vidqueue.store.deliveries import SqlDeliveries
 from vidqueue.store.pruning import SqlPruning
@@ -245,6 +245,7 @@ class SqlStore(SqlDeliveries, SqlPruning):
         self._is_pg = engine.dialect.name == "postgresql"
         self._wakers: list[Callable[[str], None]] = []
         self._listener: WakeThread | None = None
+        self._changes = changes.ChangeFeed(changes.listener_for(engine))
         # Set when an SQLite call found the file damaged; /readyz then checks the file until it is sound again.
         self._damaged = False
 
@@ -335,6 +336,10 @@ class SqlStore(SqlDeliveries, SqlPruning):
             self._listener = SqliteWatcher(self._engine.url.database, self._wake_local)
         if self._listener is not None:
             self._listener.start()
+
+    def watch_changes(self, changed: Callable[[str], None], watching: Callable[[], Collection[str]]) -> None:
+        """Call ``changed(request_id)`` when a request's status or progress changes, by any process (see changes)."""
+        self._changes.add(changed, watching)
 
     def _positions(self, rows: Sequence[Row[Any] | Mapping[str, Any]], *, refresh: bool = True) -> dict[str, int]:
         maps = [r._mapping if isinstance(r, Row) else r for r in rows]
@@ -847,4 +852,5 @@ class SqlStore(SqlDeliveries, SqlPruning):
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
+        self._changes.stop()
         self._engine.dispose()

@@ -9,7 +9,7 @@ const PAGE = 10;
 
 const $ = (id) => document.getElementById(id);
 // `back` holds the cursors of the pages before this one, so "Newer" retraces "Older".
-const state = { models: [], model: null, cursor: null, back: [], pollTimer: null, pollDelay: 1000, lastSeen: "", detailTimer: null };
+const state = { models: [], model: null, cursor: null, back: [], pollTimer: null, pollDelay: 1000, lastSeen: "", detailTimer: null, detailStream: null };
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -229,6 +229,8 @@ function stopPolling() {
   state.pollTimer = null;
   clearTimeout(state.detailTimer);
   state.detailTimer = null;
+  if (state.detailStream) state.detailStream.abort();
+  state.detailStream = null;
 }
 
 async function refreshList(reset = false) {
@@ -279,8 +281,8 @@ function rowFor(r) {
     el("td", { text: age(r.created_at) }));
 }
 
-// -- one request ---------------------------------------------------------------------------------------------
-async function showDetail(id, first = false) {
+// -- one request: followed on its status stream, polled where there is none -----------------------------------
+async function showDetail(id, first = false, live = true) {
   show("detail");
   clearTimeout(state.detailTimer);
   let r;
@@ -288,6 +290,13 @@ async function showDetail(id, first = false) {
     $("detail-error").textContent = err.status === 404 ? "No such request in your organisation." : err.message;
     return;
   }
+  renderDetail(r, first);
+  if (TERMINAL.has(r.status) || state.detailStream) return;  // an open stream brings what comes next
+  if (live) follow(r.request_id);
+  else state.detailTimer = setTimeout(() => { if (location.hash.endsWith(r.request_id)) showDetail(r.request_id, false, false); }, 1000);
+}
+
+function renderDetail(r, first = false) {
   $("detail-title").textContent = `Request ${r.request_id}`;
   // Keyboard and screen-reader users land on the page's heading, not wherever focus was.
   if (first) $("detail-title").focus();
@@ -314,7 +323,42 @@ async function showDetail(id, first = false) {
     $("cancel").disabled = false;
     showDetail(r.request_id);
   };
-  if (!TERMINAL.has(r.status)) state.detailTimer = setTimeout(() => { if (location.hash.endsWith(r.request_id)) showDetail(r.request_id); }, 1000);
+}
+
+// Server-Sent Events read through fetch (EventSource cannot send the key): one event per status or progress
+// change, the request object as its data. A stream that fails or ends before the request does falls back to polling.
+async function follow(id) {
+  const ctrl = new AbortController();
+  state.detailStream = ctrl;
+  let ended = false;
+  try { ended = await readEvents(id, ctrl.signal); } catch (_) { ended = false; }
+  if (state.detailStream !== ctrl) return;  // the page changed meanwhile
+  state.detailStream = null;
+  if (!ended && location.hash.endsWith(id)) state.detailTimer = setTimeout(() => showDetail(id, false, false), 1000);
+}
+
+async function readEvents(id, signal) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}`, Accept: "text/event-stream" };
+  const resp = await fetch(`${BASE}/requests/${encodeURIComponent(id)}/events`, { headers, signal });
+  if (resp.status === 401) { signOut("Your key was refused; sign in again."); return true; }
+  if (!resp.ok || !(resp.headers.get("content-type") || "").startsWith("text/event-stream")) return false;
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return false;
+    buffer += value.replace(/\r\n/g, "\n");
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const lines = buffer.slice(0, cut).split("\n");
+      buffer = buffer.slice(cut + 2);
+      const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, "")).join("\n");
+      if (!data) continue;  // a keep-alive comment, or the retry hint
+      const r = JSON.parse(data);
+      renderDetail(r);
+      if (TERMINAL.has(r.status)) { reader.cancel().catch(() => {}); return true; }
+    }
+  }
 }
 
 // -- routing -------------------------------------------------------------------------------------------------

@@ -1,0 +1,115 @@
+"""The status streams' hub (api/streams.py) on the in-memory store: one read per change, whatever the streams."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from vidqueue.api.state import AppState
+from vidqueue.api.streams import Subscription, event_id, hub_of, parse_last_event_id
+from vidqueue.catalog import Catalog
+from vidqueue.config import Settings
+from vidqueue.media.storage import LocalStorage
+from vidqueue.store import MemoryStore, NewRequest, RequestRecord
+
+
+class CountingStore(MemoryStore):
+    """The in-memory store, counting reads of one request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    def get(self, request_id: str, org_id: str | None = None) -> RequestRecord | None:
+        self.gets += 1
+        return super().get(request_id, org_id)
+
+
+def app_state(store: MemoryStore, tmp_path: Path) -> AppState:
+    storage = LocalStorage(tmp_path, "http://127.0.0.1:8000", b"secret")
+    return AppState(settings=Settings(), store=store, storage=storage, catalog=Catalog())
+
+
+def enqueue(store: MemoryStore, request_id: str = "r1") -> None:
+    store.enqueue(NewRequest(request_id=request_id, org_id="o", model="kling-v2-5-turbo", payload={"prompt": "x"}))
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def states(sub: Subscription) -> list[str]:
+    out = []
+    while await sub.wait(0.01):
+        assert sub.latest is not None
+        out.append(event_id(sub.latest))
+    return out
+
+
+def test_one_read_per_change_serves_every_stream_of_a_request(tmp_path: Path) -> None:
+    store = CountingStore()
+    enqueue(store)
+
+    async def run() -> None:
+        hub = hub_of(app_state(store, tmp_path))
+        subs = [hub.subscribe("r1") for _ in range(50)]
+        await settle()
+        assert store.gets == 1  # fifty streams joined: their first state was read once
+        assert [await states(s) for s in subs[:2]] == [["0-queued-0"]] * 2
+        store.gets = 0
+        store.claim("w", ["kling-v2-5-turbo"], lease_s=30)
+        await settle()
+        store.set_progress("r1", "w", 40, lease_s=30)
+        await settle()
+        store.heartbeat("r1", "w", lease_s=30)  # no status or progress change: nothing to read
+        await settle()
+        assert store.gets == 2
+        for sub in subs:
+            assert await states(sub) in (["1-processing-0", "1-processing-40"], ["1-processing-40"])
+        for sub in subs:
+            hub.unsubscribe(sub)
+        store.finish("r1", "w", {"media": []})
+        await settle()
+        assert store.gets == 2  # nobody watches it any more
+
+    asyncio.run(run())
+
+
+def test_a_stream_joining_later_ignores_reads_that_started_before_it(tmp_path: Path) -> None:
+    store = CountingStore()
+    enqueue(store)
+
+    async def run() -> None:
+        hub = hub_of(app_state(store, tmp_path))
+        early = hub.subscribe("r1")
+        late = hub.subscribe("r1")
+        await settle()
+        # Both joined before the first read ran; a third joining now asks for a read of its own.
+        assert await states(early) == ["0-queued-0"] and await states(late) == ["0-queued-0"]
+        third = hub.subscribe("r1")
+        await settle()
+        assert await states(third) == ["0-queued-0"]
+        assert await states(early) == ["0-queued-0"]  # the same state again: the stream drops it as unchanged
+
+    asyncio.run(run())
+
+
+def test_closing_the_hub_ends_every_stream(tmp_path: Path) -> None:
+    store = CountingStore()
+    enqueue(store)
+
+    async def run() -> None:
+        hub = hub_of(app_state(store, tmp_path))
+        subs = [hub.subscribe("r1") for _ in range(3)]
+        hub.close()
+        assert all(s.ended for s in subs)
+        assert hub.subscribe("r1").ended
+
+    asyncio.run(run())
+
+
+def test_last_event_ids_are_read_only_in_the_shape_the_server_writes() -> None:
+    assert parse_last_event_id(" 1-processing-40 ") == "1-processing-40"
+    for junk in (None, "", "x", "1-processing", "1-processing-40-extra", "9" * 20 + "-queued-0"):
+        assert parse_last_event_id(junk) is None
