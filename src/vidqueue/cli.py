@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from types import FrameType
@@ -150,6 +152,8 @@ def serve(
     )
     setup_logging(settings.log_level)
     _check_tls(settings)
+    # The port first: a busy one is named now, before the store is touched or any worker starts.
+    sockets = _listen(settings)
     try:
         catalog = catalog_for(settings)
         # Refuse a routing the workers could not serve now, rather than let them die and restart forever.
@@ -190,11 +194,11 @@ def serve(
     retention = RetentionJob(store, media, settings.retention, report=RetentionMetrics(state.registry))
     retention.start()
     log.info(
-        "serving on %s (store %s, media %s, %d workers)",
+        "serving on %s (store %s, media %s, %s)",
         settings.base_url,
         describe_store(settings),
         describe_storage(settings),
-        settings.workers,
+        _workers(settings.workers),
     )
     # uvicorn re-raises the signal that stopped it once it has shut down; with the default action that kills this
     # process before the workers are stopped. This handler takes that re-raised signal, so the cleanup runs.
@@ -218,9 +222,10 @@ def serve(
         drain_s=settings.drain_s,
         on_stop=supervisor.request_stop,
         wait=lambda: supervisor.wait(supervisor.stop_timeout_s),
+        on_ready=lambda: _say_ready(settings),
     )
     try:
-        server.run()
+        server.run(sockets)
         if not server.started:
             sys.exit(3)  # as uvicorn.run does when the app did not start
     finally:
@@ -228,6 +233,57 @@ def serve(
         retention.stop()
         supervisor.stop()
         store.close()
+
+
+def _workers(count: int) -> str:
+    return "no workers (API only)" if count == 0 else f"{count} worker{'' if count == 1 else 's'}"
+
+
+def _say_ready(settings: Settings) -> None:
+    """Tell the person who started `serve` where to go, on stdout, once the API listens."""
+    base = settings.base_url
+    typer.echo(f"vidqueue is ready, with {_workers(settings.workers)}. Press Ctrl+C to stop.")
+    typer.echo(f"  API      {base}")
+    typer.echo(f"  Console  {base}/ui/")
+    typer.echo(f"  Docs     {base}/docs")
+
+
+def _listen(settings: Settings) -> list[socket.socket]:
+    """The API's listening sockets, or one line on what keeps the port from being used (with the flag to change)."""
+    from vidqueue.api.serving import listen
+
+    host, port = settings.host, settings.port
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        return listen(host, port)
+    except socket.gaierror:
+        fail(f"cannot listen on {where}: the host name {host} does not resolve; choose another with --host", 2)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            fail(f"port {port} is already in use on {host} (another vidqueue serve?); {_port_hint(host, port)}", 2)
+        if exc.errno == errno.EACCES:
+            fail(
+                f"cannot listen on {where}: permission denied (ports below 1024 need privileges); choose another "
+                "with --port",
+                2,
+            )
+        if exc.errno == errno.EADDRNOTAVAIL:
+            fail(f"cannot listen on {where}: {host} is not an address of this machine; choose another with --host", 2)
+        fail(f"cannot listen on {where}: {exc.strerror or exc}", 2)
+
+
+def _port_hint(host: str, port: int) -> str:
+    """``choose another with --port``, naming the first free port above ``port`` when there is one near."""
+    from vidqueue.api.serving import listen
+
+    for candidate in range(port + 1, min(port + 20, 65535) + 1):
+        try:
+            for sock in listen(host, candidate):
+                sock.close()
+        except OSError:
+            continue
+        return f"choose another with --port, e.g. --port {candidate}"
+    return "choose another with --port"
 
 
 def _check_tls(settings: Settings) -> None:

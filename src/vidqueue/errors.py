@@ -101,6 +101,10 @@ class NotFound(ServiceError):
 
     code = "not_found"
 
+    def __init__(self, message: str | None = None, details: list[FieldError] | None = None) -> None:
+        self.details = list(details or [])  # the field that named what is missing (``model``), when one did
+        super().__init__(message)
+
 
 class Conflict(ServiceError):
     """The request conflicts with the current state."""

@@ -180,7 +180,7 @@ TABLE: list[tuple[str, Hostile, Refusal]] = [
     (
         "priority-10**30",
         submit_json({"model": TURBO, "payload": {"prompt": PROMPT}, "priority": 10**30}),
-        Refusal(400, "invalid_request", "priority", "less than or equal to 100"),
+        Refusal(400, "invalid_request", "priority", "must be at most 100"),
     ),
     (
         "integer-of-5000-digits",
@@ -231,11 +231,11 @@ TABLE: list[tuple[str, Hostile, Refusal]] = [
     # Shapes of the body.
     ("content-type-text-plain", submit_raw(b"model=x", "text/plain"), Refusal(415, "unsupported_media_type")),
     ("empty-body", submit_raw(b""), Refusal(400, "invalid_request", "body", "is required")),
-    ("json-list", submit_raw(b"[1, 2, 3]"), Refusal(400, "invalid_request", "body", "dictionary")),
+    ("json-list", submit_raw(b"[1, 2, 3]"), Refusal(400, "invalid_request", "body", "must be a JSON object")),
     (
         "payload-a-string",
         submit_json({"model": TURBO, "payload": "a fox"}),
-        Refusal(400, "invalid_request", "payload", "dictionary"),
+        Refusal(400, "invalid_request", "payload", "must be a JSON object"),
     ),
     (
         "unknown-top-level-field",

@@ -110,6 +110,7 @@ def test_all_names_exactly_the_public_surface_and_each_is_importable() -> None:
         "RequestCancelled",
         "RequestNotFinished",
         "FieldDetail",
+        "MissingAPIKey",
         "Model",
         "Parameter",
         "PriceInfo",
@@ -154,6 +155,61 @@ def test_the_client_package_imports_nothing_of_the_server() -> None:
     assert out.stdout.strip() == "[] []"
 
 
+def no_key_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("VIDQUEUE_API_KEY", "GMI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_with_no_key_every_call_raises_missing_api_key_and_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    no_key_anywhere(monkeypatch)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    with Client(GMI, transport=httpx.MockTransport(handler)) as c:
+        calls: list[Callable[[], object]] = [
+            c.models,
+            lambda: c.submit("kling-v2-5-turbo", {"prompt": "a fox"}),
+            lambda: c.get(RID),
+            lambda: list(c.list()),
+            lambda: c.cancel(RID),
+            lambda: c.wait(RID, timeout=1),
+        ]
+        for call in calls:
+            with pytest.raises(vidqueue.MissingAPIKey) as caught:
+                call()
+            assert "VIDQUEUE_API_KEY" in str(caught.value)
+    assert seen == []
+    # To a caller it is what a server would answer: an authentication error, under the usual root.
+    assert isinstance(caught.value, AuthenticationError)
+    assert caught.value.code == "missing_api_key"
+
+
+def test_the_async_client_with_no_key_raises_missing_api_key_and_sends_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    no_key_anywhere(monkeypatch)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    async def main() -> None:
+        async with AsyncClient(GMI, transport=httpx.MockTransport(handler)) as c:
+            with pytest.raises(vidqueue.MissingAPIKey, match="VIDQUEUE_API_KEY"):
+                await c.models()
+            with pytest.raises(vidqueue.MissingAPIKey, match="VIDQUEUE_API_KEY"):
+                await c.submit("kling-v2-5-turbo", {"prompt": "a fox"})
+            with pytest.raises(vidqueue.MissingAPIKey, match="VIDQUEUE_API_KEY"):
+                await c.wait(RID, timeout=1)
+
+    asyncio.run(main())
+    assert seen == []
+
+
 def test_defaults_come_from_the_documented_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("VIDQUEUE_BASE_URL", "VIDQUEUE_API_KEY", "GMI_API_KEY", "VIDQUEUE_ORGANIZATION_ID"):
         monkeypatch.delenv(name, raising=False)
@@ -165,13 +221,12 @@ def test_defaults_come_from_the_documented_variables(monkeypatch: pytest.MonkeyP
 
     with Client(transport=httpx.MockTransport(handler)) as c:
         assert c.base_url == "http://127.0.0.1:8000"
-        c.models()
-    assert str(seen[-1].url) == "http://127.0.0.1:8000/api/v1/ie/requestqueue/apikey/models"
-    assert "authorization" not in seen[-1].headers
+        assert c.api_key is None
 
     monkeypatch.setenv("GMI_API_KEY", "from-gmi")
     with Client(transport=httpx.MockTransport(handler)) as c:
         c.models()
+    assert str(seen[-1].url) == "http://127.0.0.1:8000/api/v1/ie/requestqueue/apikey/models"
     assert seen[-1].headers["authorization"] == "Bearer from-gmi"
 
     monkeypatch.setenv("VIDQUEUE_API_KEY", "from-vidqueue")

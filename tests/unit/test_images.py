@@ -98,20 +98,20 @@ def test_a_gif_is_refused() -> None:
     Image.new("RGB", (400, 400), (1, 2, 3)).save(buf, "GIF")
     with pytest.raises(InvalidImage) as exc:
         check_image(buf.getvalue())
-    assert refusal(exc) == "must be a JPEG or PNG image"
+    assert refusal(exc) == "is not a JPEG or PNG image"
 
 
 @pytest.mark.parametrize("data", [os.urandom(5000), b"just some text, named image.png", b""])
 def test_bytes_that_are_not_an_image_are_refused(data: bytes) -> None:
     with pytest.raises(InvalidImage) as exc:
         check_image(data)
-    assert refusal(exc) == "must be a JPEG or PNG image"
+    assert refusal(exc) == "is not a JPEG or PNG image"
 
 
 def test_a_png_signature_with_a_broken_header_is_refused() -> None:
     with pytest.raises(InvalidImage) as exc:
         check_image(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    assert refusal(exc).startswith("must be a JPEG or PNG image")
+    assert refusal(exc).startswith("is not a JPEG or PNG image")
 
 
 def test_an_image_over_the_byte_cap_is_refused() -> None:
@@ -209,7 +209,7 @@ def test_base64_of_a_gif_is_refused() -> None:
     Image.new("RGB", (400, 400)).save(buf, "GIF")
     with pytest.raises(InvalidImage) as exc:
         load_image(base64.b64encode(buf.getvalue()).decode())
-    assert refusal(exc) == "must be a JPEG or PNG image"
+    assert refusal(exc) == "is not a JPEG or PNG image"
 
 
 def test_oversized_base64_is_refused_before_it_is_decoded() -> None:
@@ -473,7 +473,7 @@ def test_content_decides_not_the_content_type(server: str) -> None:
     assert load_image(f"{server}/as-text", allow_private=True).format == "png"
     with pytest.raises(InvalidImage) as exc:
         load_image(f"{server}/text.png", allow_private=True)
-    assert refusal(exc) == "must be a JPEG or PNG image"
+    assert refusal(exc) == "is not a JPEG or PNG image"
 
 
 def test_an_http_error_is_reported(server: str) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from vidqueue import __version__
@@ -49,6 +50,8 @@ def create_app(settings: Settings, store: Store, storage: Storage, catalog: Cata
     app.include_router(ops.router)
     # The web console: static files shipped in the package, talking to the API above like any client.
     app.mount("/ui", StaticFiles(directory=CONSOLE, html=True), name="console")
+    # The server's root is where a person lands first: send them to the console.
+    app.add_api_route("/", lambda: RedirectResponse("/ui/", status_code=307), methods=["GET"], include_in_schema=False)
     install_docs(app)
     # Our own cap rather than FastAPI's max_body_size: its 413 is plain text, this one the usual error body.
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes, shapes=error_shapes)

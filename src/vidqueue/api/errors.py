@@ -8,6 +8,7 @@ installed under a path prefix (``/v1``) answers its own shape from the same fact
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -122,7 +123,7 @@ def _vidqueue_error(_request: Request, exc: Exception) -> ErrorAnswer:
     if status == 500:
         log.error("unmapped error %s: %s", type(exc).__name__, exc.message)
         return ErrorAnswer(500, "Internal server error; it was logged.", "internal_error")
-    details = exc.details if isinstance(exc, InvalidInput) else []
+    details = exc.details if isinstance(exc, InvalidInput | NotFound) else []
     param = getattr(exc, "param", None)
     return ErrorAnswer(status, exc.message, exc.code, details, headers, param if isinstance(param, str) else None)
 
@@ -132,6 +133,71 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
     return ".".join(parts) or "body"
+
+
+# Pydantic's error types, in vidqueue's words (a rule that follows the field's name: "limit must be at least 1").
+_RULES: dict[str, str] = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "string_unicode": "must be UTF-8 text",
+    "dict_type": "must be a JSON object",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "list_type": "must be a list",
+    "none_required": "must be null",
+}
+# Rules with a limit, from the error's ctx.
+_LIMIT_RULES: dict[str, tuple[str, str]] = {
+    "greater_than_equal": ("ge", "must be at least {}"),
+    "greater_than": ("gt", "must be more than {}"),
+    "less_than_equal": ("le", "must be at most {}"),
+    "less_than": ("lt", "must be less than {}"),
+    "string_too_short": ("min_length", "must be at least {} characters"),
+    "string_too_long": ("max_length", "must be at most {} characters"),
+    "too_short": ("min_length", "must have at least {} items"),
+    "too_long": ("max_length", "must have at most {} items"),
+}
+# What pydantic's own sentences start with, and the words that replace it where no rule above applies.
+_PYDANTIC_OPENINGS = (
+    ("Input should be ", "must be "),
+    ("Input should ", "must "),
+    ("String should ", "must "),
+    ("Value error, ", ""),
+    ("Assertion failed, ", ""),
+)
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
+
+
+def rule_of(err: Mapping[str, Any]) -> str:
+    """One pydantic error as vidqueue states a rule (``must be one of queued, …``); pydantic's wording never leaks."""
+    kind = str(err.get("type", ""))
+    ctx = err.get("ctx") or {}
+    if kind in _RULES:
+        return _RULES[kind]
+    if kind in _LIMIT_RULES and _LIMIT_RULES[kind][0] in ctx:
+        name, text = _LIMIT_RULES[kind]
+        limit = ctx[name]
+        if kind == "string_too_short" and limit == 1:
+            return "must not be empty"
+        return text.format(f"{limit:g}" if isinstance(limit, float) else limit)
+    if kind in ("literal_error", "enum") and "expected" in ctx:
+        # ctx["expected"] reads "'queued', 'processing' or 'failed'"; the values alone, in order.
+        values = _QUOTED.findall(str(ctx["expected"])) or [str(ctx["expected"])]
+        return "must be one of " + ", ".join(values)
+    message = str(err.get("msg") or "is invalid")
+    for opening, words in _PYDANTIC_OPENINGS:
+        if message.startswith(opening):
+            return words + message[len(opening) :]
+    return message
 
 
 def _validation_error(request: Request, exc: Exception) -> ErrorAnswer:
@@ -146,11 +212,7 @@ def _validation_error(request: Request, exc: Exception) -> ErrorAnswer:
         if err.get("type") == "json_invalid":
             details.append(FieldError("body", "is not valid JSON"))
             continue
-        message = str(err.get("msg", "is invalid"))
-        if err.get("type") == "extra_forbidden":
-            message = "is not a known field"
-        elif err.get("type") == "missing":
-            message = "is required"
+        message = rule_of(err)
         # A validator of a free-form field (the payload) names the exact spot in ctx["field"].
         field = str((err.get("ctx") or {}).get("field") or _field_path(tuple(err.get("loc", ()))))
         details.append(FieldError(field, message))

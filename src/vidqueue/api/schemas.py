@@ -55,7 +55,7 @@ class SubmitBody(BaseModel):
     @classmethod
     def _payload_is_object(cls, payload: Any) -> dict[str, Any]:
         if not isinstance(payload, dict):
-            raise PydanticCustomError("dict_type", "Input should be a valid dictionary")
+            raise PydanticCustomError("dict_type", "must be a JSON object")
         return payload
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -173,14 +174,22 @@ class DrainingServer(uvicorn.Server):
         drain_s: float,
         on_stop: Callable[[], None] = lambda: None,
         wait: Callable[[], object] = lambda: None,
+        on_ready: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(config)
         self._state = state
         self._drain_s = drain_s
         self._on_stop = on_stop
         self._wait = wait
+        self._on_ready = on_ready
         self._signals = 0
         self._cut_short = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start as uvicorn does; once it listens, call ``on_ready``."""
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._on_ready()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """The first stop signal starts the drain; a second closes now."""
@@ -201,3 +210,28 @@ class DrainingServer(uvicorn.Server):
         if not self._cut_short.wait(self._drain_s):
             self._wait()
         self.should_exit = True
+
+
+def listen(host: str, port: int, backlog: int = 2048) -> list[socket.socket]:
+    """Listen on ``port`` now, on every address ``host`` names (as uvicorn would), for ``DrainingServer.run``.
+
+    Done before anything else starts, so a busy port (OSError EADDRINUSE) is known before any worker runs, and no
+    other process can take the port meanwhile; connections wait in the backlog until uvicorn accepts them, once the
+    app is up. An unknown host name raises socket.gaierror.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the IPv4 address has its own socket
+            sock.bind(address)
+            sock.listen(backlog)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets

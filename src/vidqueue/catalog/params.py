@@ -25,6 +25,9 @@ IMAGE_PATTERN = (
     rf"|{_BASE64})$"
 )
 IMAGE_MESSAGE = "must be an http(s) URL, a data:image/...;base64, URI, or raw base64 image data"
+# Base64 (raw or in a data: URI of any type) that the shape refuses is data, just not an image: say that instead.
+NOT_AN_IMAGE_MESSAGE = "is not a JPEG or PNG image"
+_BASE64_LIKE = re.compile(r"(?:data:[^,]*;base64,)?[A-Za-z0-9+/_\-\t\n\r ]+={0,2}[\t\n\r ]*", re.ASCII)
 
 _TYPE_WORDS = {"string": "a string", "number": "a number", "integer": "an integer", "boolean": "a boolean"}
 _CANONICAL_INT = re.compile(r"-?[1-9][0-9]*|0")
@@ -144,6 +147,8 @@ class Param:
             errors.append(FieldError(field, f"must be at most {self.max_length} characters"))
         pattern, message = self._pattern()
         if pattern is not None and re.search(pattern, value) is None:
+            if self.is_image and self.pattern is None and _BASE64_LIKE.fullmatch(value.strip()):
+                message = NOT_AN_IMAGE_MESSAGE
             errors.append(FieldError(field, message or f"must match {pattern}"))
         return (None if errors else value), errors
 

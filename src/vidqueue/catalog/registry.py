@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from vidqueue.catalog.families import BUILT_IN_MODELS
 from vidqueue.catalog.models import ModelSpec
 from vidqueue.catalog.seeds import SEED_MODELS
-from vidqueue.errors import NotFound
+from vidqueue.errors import FieldError, NotFound
 
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (*SEED_MODELS, *BUILT_IN_MODELS)
 
@@ -23,17 +23,17 @@ class Catalog:
             self._models[model.id] = model
 
     def get(self, model_id: str) -> ModelSpec:
-        """The model with exactly this id; raises NotFound naming the ids there are."""
+        """The model with exactly this id; raises NotFound naming the ids there are (its detail names ``model``)."""
         try:
             return self._models[model_id]
         except KeyError:
             pass
-        message = f"Model '{model_id}' does not exist; available models: {', '.join(self._models) or 'none'}"
+        rule = f"does not exist; available models: {', '.join(self._models) or 'none'}"
         # Ids are case-sensitive (as in the public docs), and a near miss in case is the usual mistake.
         near = [known for known in self._models if known.lower() == model_id.lower()]
         if near:
-            message += f" (model ids are case-sensitive; did you mean '{near[0]}'?)"
-        raise NotFound(message)
+            rule += f" (model ids are case-sensitive; did you mean '{near[0]}'?)"
+        raise NotFound(f"Model '{model_id}' {rule}", [FieldError("model", rule)])
 
     def ids(self) -> list[str]:
         """Every model id, in catalog order."""

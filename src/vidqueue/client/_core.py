@@ -253,9 +253,9 @@ class Core:
         return delay / 2 + random.uniform(0, delay / 2)
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+        if not self.api_key:
+            raise errors.MissingAPIKey()  # every API call needs one: say so here, not after a round trip and a 401
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", "Authorization": f"Bearer {self.api_key}"}
         if self.organization_id:
             headers["X-Organization-ID"] = self.organization_id
         headers.update(extra or {})

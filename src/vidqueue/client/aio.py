@@ -32,7 +32,8 @@ class AsyncClient:
     """A vidqueue (or GMI Cloud request-queue) client for asyncio.
 
     ``base_url`` defaults to ``VIDQUEUE_BASE_URL``, else ``http://127.0.0.1:8000``; ``api_key`` to
-    ``VIDQUEUE_API_KEY``, else ``GMI_API_KEY``. ``https://console.gmicloud.ai`` speaks to GMI Cloud itself.
+    ``VIDQUEUE_API_KEY``, else ``GMI_API_KEY`` (with none, every call raises ``MissingAPIKey`` and sends nothing).
+    ``https://console.gmicloud.ai`` speaks to GMI Cloud itself.
     """
 
     def __init__(

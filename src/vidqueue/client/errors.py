@@ -4,6 +4,7 @@ VidqueueError                root of everything the SDK raises
 ├── APIError                  the server answered with an error status (``status_code``, ``code``, ``body``)
 │   ├── ValidationError       400/413/415/422: the body or payload broke a rule (``details`` names the fields)
 │   ├── AuthenticationError   401/403: no key, a bad key, or the wrong organisation
+│   │   └── MissingAPIKey     no key was given at all: raised before any request is sent
 │   ├── NotFoundError         404: unknown model or request
 │   ├── ConflictError         409: an Idempotency-Key reused with a different body
 │   ├── RateLimitError        429: over a rate or quota limit (``retry_after``)
@@ -79,6 +80,20 @@ class ValidationError(APIError):
 
 class AuthenticationError(APIError):
     """The key is missing, unknown or revoked (401), or does not belong to the organisation (403)."""
+
+
+class MissingAPIKey(AuthenticationError):
+    """No API key was given (no ``api_key``, no ``VIDQUEUE_API_KEY``, no ``GMI_API_KEY``); nothing was sent.
+
+    An ``AuthenticationError`` because the server would answer 401 (``status_code``); it was not asked.
+    """
+
+    def __init__(self) -> None:
+        message = "No API key: set VIDQUEUE_API_KEY (or GMI_API_KEY), or pass api_key to the client"
+        super().__init__(message, status_code=401, code="missing_api_key")
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class NotFoundError(APIError):

@@ -143,12 +143,12 @@ def check_image(
     elif data.startswith(_JPEG_MAGIC):
         image_format, opener = "jpeg", JpegImagePlugin.JpegImageFile
     else:
-        raise _invalid(field, "must be a JPEG or PNG image")
+        raise _invalid(field, "is not a JPEG or PNG image")
     try:
         # Opening reads the header only; no pixel is decoded yet.
         image = opener(io.BytesIO(data))
     except (OSError, SyntaxError, ValueError, struct.error, EOFError, Image.DecompressionBombError) as exc:
-        raise _invalid(field, "must be a JPEG or PNG image (the file header is not valid)") from exc
+        raise _invalid(field, "is not a JPEG or PNG image (the file header is not valid)") from exc
     try:
         width, height = image.size
         if width * height > max_pixels:

@@ -121,7 +121,7 @@ async def create_video(caller: Auth, request: Request) -> Json:
     try:
         spec = state.catalog.get(model)
     except NotFound as exc:
-        raise ModelNotFound(exc.message) from None
+        raise ModelNotFound(exc.message, exc.details) from None
     # An uploaded image is base64-encoded for image intake: on a large body, off the event loop.
     done = await off_loop(state, body.size, translate, spec, body)
     try:
@@ -321,5 +321,5 @@ async def get_model(model_id: str, caller: Auth) -> Json:
     try:
         spec = caller.state.catalog.get(model_id)
     except NotFound as exc:
-        raise ModelNotFound(exc.message) from None
+        raise ModelNotFound(exc.message, exc.details) from None
     return Json(present_model(spec))
