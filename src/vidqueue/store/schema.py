@@ -125,3 +125,24 @@ sa.Index(
 )
 # Retention finds old finished requests by when they finished.
 sa.Index("ix_requests_finished", requests.c.finished_at)
+
+# Kept by triggers in the same statement as each insert, status change and delete (migration 0007): a list's total
+# is a sum over a few rows, however many requests there are.
+request_counts = sa.Table(
+    "request_counts",
+    metadata,
+    sa.Column("org_id", sa.String(128), primary_key=True),
+    sa.Column("model", sa.String(128), primary_key=True),
+    sa.Column("status", sa.String(16), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+# Queued rows per priority and bucket of sequence numbers, at two sizes (level 0: seq >> 8, level 1: seq >> 14), kept
+# by the same triggers: a position is a sum over the buckets ahead plus a count within the request's own bucket.
+queue_buckets = sa.Table(
+    "queue_buckets",
+    metadata,
+    sa.Column("level", sa.Integer, primary_key=True),
+    sa.Column("priority", sa.Integer, primary_key=True),
+    sa.Column("bucket", sa.BigInteger, primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import builtins
 import contextlib
 import sqlite3
@@ -22,6 +21,7 @@ from vidqueue.errors import LeaseLost, NotFound, StoreDamaged, StoreUnavailable
 from vidqueue.store import changes, claims, migrate, postgres
 from vidqueue.store.admission import admission_from, admission_lock, admission_statement
 from vidqueue.store.deliveries import SqlDeliveries
+from vidqueue.store.positions import position_params, position_sql, position_statement
 from vidqueue.store.pruning import SqlPruning
 from vidqueue.store.records import (
     Admission,
@@ -45,11 +45,12 @@ from vidqueue.store.rules import (
     recovery,
     replayed,
 )
-from vidqueue.store.schema import api_keys, idempotency_keys, requests, workers
+from vidqueue.store.schema import api_keys, idempotency_keys, request_counts, requests, workers
 from vidqueue.store.wakeups import SqliteWatcher, WakeThread
 
 _R = requests.c
 _K = idempotency_keys.c
+_C = request_counts.c
 _KEY = sa.select(_K.fingerprint, _K.created_at, _K.request_id).where(
     _K.org_id == sa.bindparam("org"), _K.key == sa.bindparam("key")
 )
@@ -190,6 +191,13 @@ class _FastSqlite:
                 out[name] = orjson.loads(out[name])
         return out
 
+    def query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of one read statement with named parameters."""
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
     def insert(self, values: dict[str, Any], admit: AdmitRule | None, clock: Callable[[], float]) -> dict[str, Any]:
         full = {name: values.get(name) for name in self._insert_columns}
         params = [orjson.dumps(v).decode() if k in _JSON_COLUMNS and v is not None else v for k, v in full.items()]
@@ -234,10 +242,6 @@ class SqlStore(SqlDeliveries, SqlPruning):
         self._clock = clock
         # SQLite calls take microseconds: reads in WAL never wait, writes wait only on other short writes.
         self.inline_calls = engine.dialect.name == "sqlite"
-        self._order: list[tuple[int, int]] = []
-        self._order_at = -float("inf")
-        self._order_ttl = 0.5
-        self._order_lock = threading.Lock()
         # SQLite has one writer at a time and its busy handler backs off by sleeping (up to 100 ms a try), so
         # threads of one process queue on a lock instead: a hand-off in microseconds.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
@@ -341,36 +345,21 @@ class SqlStore(SqlDeliveries, SqlPruning):
         """Call ``changed(request_id)`` when a request's status or progress changes, by any process (see changes)."""
         self._changes.add(changed, watching)
 
-    def _positions(self, rows: Sequence[Row[Any] | Mapping[str, Any]], *, refresh: bool = True) -> dict[str, int]:
+    def _positions(self, rows: Sequence[Row[Any] | Mapping[str, Any]]) -> dict[str, int]:
+        """The queue positions of the queued ones among ``rows``, read from the kept counts (see positions)."""
         maps = [r._mapping if isinstance(r, Row) else r for r in rows]
         queued = [m for m in maps if m["status"] == Status.QUEUED.value]
         if not queued:
             return {}
-        order = self._queue_order() if refresh else self._order
-        # bisect places rows newer than the snapshot at its end, where they are.
-        return {m["request_id"]: bisect.bisect_left(order, (-m["priority"], m["seq"])) + 1 for m in queued}
-
-    def _queue_order(self) -> list[tuple[int, int]]:
-        """The claim order of queued rows, re-read at most every refresh interval (positions are estimates).
-
-        Counting the rows ahead on every read costs O(queue) per request; one snapshot serves every read until
-        it is refreshed, and the refresh interval grows with the cost of a refresh so it stays a small share.
-        """
-        with self._order_lock:
-            now = time.monotonic()
-            if now - self._order_at < self._order_ttl:
-                return self._order
+        params = position_params(self._engine.dialect.name, [(m["priority"], m["seq"]) for m in queued])
+        if self._fast is not None:
+            found = self._fast.query(position_sql("sqlite", len(queued)), params)
+        else:
             with self._read(single=True) as conn:
-                rows = conn.execute(
-                    sa.select(_R.priority, _R.seq)
-                    .where(_R.status == Status.QUEUED.value)
-                    .order_by(_R.priority.desc(), _R.seq)
-                ).all()
-            self._order = [(-p, q) for p, q in rows]
-            took = time.monotonic() - now
-            self._order_at = time.monotonic()
-            self._order_ttl = max(1.0, 50 * took)
-            return self._order
+                found = [
+                    tuple(r) for r in conn.execute(position_statement(self._engine.dialect.name, len(queued)), params)
+                ]
+        return {queued[i]["request_id"]: int(position) for i, position in found}
 
     # -- the API side ------------------------------------------------------------------------------------
     def enqueue(self, new: NewRequest) -> RequestRecord:
@@ -405,11 +394,7 @@ class SqlStore(SqlDeliveries, SqlPruning):
                 self._notify(conn, new.model)
         self._wake_local(new.model)
         log_transition(new.request_id, "new", Status.QUEUED, model=new.model, org=new.org_id)
-        with self._order_lock:
-            # Keep the snapshot current with this process's own submits between refreshes.
-            bisect.insort(self._order, (-new.priority, row["seq"] if isinstance(row, dict) else row.seq))
-        # A submit does not pay for a refresh: its position among the snapshot is estimate enough.
-        return _record(row, self._positions([row], refresh=False).get(new.request_id))
+        return _record(row, self._positions([row]).get(new.request_id))
 
     def _admit(self, conn: Connection, org_id: str, admit: AdmitRule | None) -> None:
         """Check a submit's limits inside its insert's transaction, holding its turn (raises when over)."""
@@ -505,8 +490,14 @@ class SqlStore(SqlDeliveries, SqlPruning):
             bound = sa.literal(decode_cursor(cursor), sa.BigInteger)
             page_where.append(_R.seq > bound if oldest_first else _R.seq < bound)
         order = _R.seq.asc() if oldest_first else _R.seq.desc()
+        counted = [_C.org_id == org_id]
+        if model is not None:
+            counted.append(_C.model == model)
+        if status is not None:
+            counted.append(_C.status == status.value)
         with self._read() as conn:
-            total = conn.execute(sa.select(sa.func.count()).select_from(requests).where(*where)).scalar_one()
+            # The kept counts (migration 0007): a sum over the organisation's few (model, status) rows.
+            total = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(_C.n), 0)).where(*counted)).scalar_one())
             rows = conn.execute(sa.select(requests).where(*page_where).order_by(order).limit(limit + 1)).all()
             more = len(rows) > limit
             rows = rows[:limit]
