@@ -51,8 +51,10 @@ def test_positions_follow_claim_order_through_every_change(store: Store) -> None
     for i in range(60):
         if i % 15 == 14:
             _jump(store, 7000 * (i // 15 + 1) + rng.randrange(300))  # later small and large buckets
-        store.enqueue(_new(i, priority=rng.choice([0, 0, 0, 5, -2]), org=rng.choice(["a", "b"])))
+        made = store.enqueue(_new(i, priority=rng.choice([0, 0, 0, 5, -2]), org=rng.choice(["a", "b"])))
         ids.append(f"r{i}")
+        # A submit's answer carries its position too (on SQLite read in the insert's own transaction).
+        assert made.queue_position == _expected(store, ids)[made.request_id]
     for rid in rng.sample(ids, 8):
         store.cancel(rid, store.get(rid).org_id)  # type: ignore[union-attr]
     for _ in range(6):

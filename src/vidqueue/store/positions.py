@@ -27,6 +27,9 @@ _ONE = """SELECT {i} AS i,
   + 1 AS position"""
 
 
+#: The position of a row just inserted (SQLite, inside the insert's transaction; one ``?``: its priority).
+NEWEST_POSITION_SQL = "SELECT coalesce(sum(n), 0) FROM queue_buckets WHERE level = 1 AND priority >= ?"
+
 # PostgreSQL: one text for any number of rows (arrays in, one row out per element), so the driver prepares it once
 # per connection and no read pays for planning; a UNION of N parts took longer to plan than to run.
 _PG = f"""SELECT q.i - 1 AS i,
