@@ -387,6 +387,24 @@ def test_list_filters_by_model_and_status_and_limits(server: Server) -> None:
     assert [r["request_id"] for r in turbos] == [turbo]
 
 
+def test_piped_tables_are_as_wide_as_their_content_with_no_trailing_spaces(server: Server) -> None:
+    key = server.create_key(f"piped-{uuid.uuid4().hex[:8]}")
+    with api(server, key) as client:
+        ids = [submit(client, TURBO, {"prompt": f"{PROMPT} {i}"})["request_id"] for i in range(2)]
+    env = cli_env(server, key=key)
+    lines = ok(vq("list", env=env)).splitlines()
+    assert all(request_id in "\n".join(lines) for request_id in ids)  # whole ids, never wrapped
+    assert all(line == line.rstrip() for line in lines), lines
+    assert len({len(line) for line in lines}) == 1, lines  # one box, every line as wide as the box
+    # Each column is as wide as its widest cell and a space either side: nothing beyond what the content needs.
+    rows = [re.split("[│┃]", line)[1:-1] for line in lines if line[0] in "│┃"]
+    for column in zip(*rows, strict=True):
+        assert max(len(cell.strip()) for cell in column) + 2 == len(column[0]), column
+    shown = ok(vq("status", ids[0], env=env)).splitlines()
+    assert any(ids[0] in line for line in shown)
+    assert all(line == line.rstrip() for line in shown), shown
+
+
 def test_list_with_a_bad_limit_is_a_usage_error(server: Server) -> None:
     out = vq("list", "--limit", "0", env=cli_env(server))
     assert out.returncode == 2, out.stderr
@@ -496,6 +514,13 @@ def test_no_api_key_at_all_exits_3_with_a_hint(server: Server) -> None:
     for command in (["models"], ["status", str(uuid.uuid4())], ["submit", TURBO, "-p", PROMPT]):
         err = fails(vq(*command, "--base-url", server.url, env=env), 3)
         assert "--api-key" in err and "VIDQUEUE_API_KEY" in err
+
+
+def test_no_api_key_is_one_line_of_the_clis_own(server: Server) -> None:
+    out = vq("models", "--base-url", server.url, env=cli_env())
+    assert out.returncode == 3
+    assert out.stderr == "error: no API key: pass --api-key or set VIDQUEUE_API_KEY\n"
+    assert out.stdout == ""
 
 
 def test_gmi_api_key_alone_is_used_and_flags_beat_the_environment(server: Server) -> None:

@@ -1,4 +1,4 @@
-"""The command line: `serve`, `worker` and `keys` here; the client commands live in ``cli_client``."""
+"""The server and admin commands of the `vidqueue` program: serve, worker, prune, keys, webhooks."""
 
 from __future__ import annotations
 
@@ -12,44 +12,38 @@ from types import FrameType
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from vidqueue.cli_client import register as register_client_commands
+from vidqueue.cli import output as show
 from vidqueue.config import Settings, load_settings
 from vidqueue.errors import ConfigError, StoreDamaged, StoreUnavailable, Unavailable
 from vidqueue.store import Store
 
-app = typer.Typer(
-    name="vidqueue",
-    help="A GMI Cloud-compatible video-generation request queue.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys", rich_help_panel="Server")
-webhooks_app = typer.Typer(help="Webhook signing secrets.", no_args_is_help=True)
-app.add_typer(webhooks_app, name="webhooks", rich_help_panel="Server")
-register_client_commands(app)
-
 log = logging.getLogger("vidqueue")
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", envvar="VIDQUEUE_CONFIG", help="A vidqueue.toml file.", show_default=False)
+    Path | None,
+    typer.Option(
+        "--config", metavar="FILE", envvar="VIDQUEUE_CONFIG", help="A vidqueue.toml file.", show_default=False
+    ),
 ]
 DataDirOpt = Annotated[
     Path | None,
     typer.Option(
-        "--data-dir", envvar="VIDQUEUE_DATA_DIR", help="Where the database and media live.", show_default=False
+        "--data-dir",
+        metavar="DIR",
+        envvar="VIDQUEUE_DATA_DIR",
+        help="Where the database and media live (default: ./vidqueue-data).",
+        show_default=False,
     ),
 ]
 DatabaseOpt = Annotated[
     str | None,
     typer.Option(
         "--database-url",
+        metavar="URL",
         envvar="VIDQUEUE_DATABASE_URL",
-        help="A database URL; default: SQLite in the data dir.",
+        help="A database URL (default: SQLite in the data dir).",
         show_default=False,
     ),
 ]
@@ -58,9 +52,10 @@ StorageOpt = Annotated[
     str | None,
     typer.Option(
         "--storage",
+        metavar="WHERE",
         envvar="VIDQUEUE_STORAGE",
         help="Where media live: s3://bucket/prefix (AWS credentials from the standard variables; "
-        "VIDQUEUE_S3_ENDPOINT_URL for MinIO, Ceph, R2) or a folder; default: the data dir.",
+        "VIDQUEUE_S3_ENDPOINT_URL for MinIO, Ceph, R2) or a folder (default: the data dir).",
         show_default=False,
     ),
 ]
@@ -90,7 +85,6 @@ def _store(settings: Settings) -> Store:
         fail(exc.message)
 
 
-@app.command(rich_help_panel="Server")
 def serve(
     host: Annotated[
         str | None, typer.Option(envvar="VIDQUEUE_HOST", help="Address to listen on (default: 127.0.0.1).")
@@ -110,8 +104,9 @@ def serve(
         Path | None,
         typer.Option(
             "--ssl-certfile",
+            metavar="FILE",
             help="Serve HTTPS with this PEM certificate (chain); media URLs are then https. "
-            "Needs --ssl-keyfile. [env: VIDQUEUE_SSL_CERTFILE]",
+            "Needs --ssl-keyfile. (env: VIDQUEUE_SSL_CERTFILE)",
             show_default=False,
         ),
     ] = None,
@@ -119,7 +114,8 @@ def serve(
         Path | None,
         typer.Option(
             "--ssl-keyfile",
-            help="The certificate's PEM private key (unencrypted). [env: VIDQUEUE_SSL_KEYFILE]",
+            metavar="FILE",
+            help="The certificate's PEM private key (unencrypted). (env: VIDQUEUE_SSL_KEYFILE)",
             show_default=False,
         ),
     ] = None,
@@ -309,7 +305,6 @@ def _after_uvicorn(signum: int, frame: FrameType | None) -> None:
     log.info("stopping (signal %d)", signum)
 
 
-@app.command(rich_help_panel="Server")
 def worker(
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
@@ -355,10 +350,11 @@ def worker(
         fail(exc.message)
 
 
-@keys_app.command("create")
 def keys_create(
-    org: Annotated[str, typer.Option(envvar="VIDQUEUE_ORG", help="The organisation the key belongs to.")] = "default",
-    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+    org: Annotated[
+        str, typer.Option(metavar="ORG", envvar="VIDQUEUE_ORG", help="The organisation the key belongs to.")
+    ] = "default",
+    name: Annotated[str, typer.Option(metavar="LABEL", help="A label for the key.")] = "",
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     database_url: DatabaseOpt = None,
@@ -376,9 +372,8 @@ def keys_create(
     typer.echo(plaintext)
 
 
-@keys_app.command("list")
 def keys_list(
-    org: Annotated[str | None, typer.Option(help="Only this organisation's keys.")] = None,
+    org: Annotated[str | None, typer.Option(metavar="ORG", help="Only this organisation's keys.")] = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     database_url: DatabaseOpt = None,
@@ -395,11 +390,9 @@ def keys_list(
         )
         table.add_row(key.key_id, key.org_id, key.name, key.prefix + "…", created, revoked)
     store.close()
-    # Piped output keeps whole ids (rich would otherwise squeeze the table to 80 columns).
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    show.print_table(table)
 
 
-@keys_app.command("revoke")
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key id from `keys list`.")],
     data_dir: DataDirOpt = None,
@@ -415,9 +408,8 @@ def keys_revoke(
     typer.echo(f"Revoked {key_id}.")
 
 
-@webhooks_app.command("secret")
 def webhooks_secret(
-    org: Annotated[str, typer.Option(help="The organisation whose deliveries the secret signs.")],
+    org: Annotated[str, typer.Option(metavar="ORG", help="The organisation whose deliveries the secret signs.")],
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     database_url: DatabaseOpt = None,
@@ -431,13 +423,13 @@ def webhooks_secret(
     typer.echo(secret)
 
 
-@app.command(rich_help_panel="Server")
 def prune(
     days: Annotated[
         float | None,
         typer.Option(
-            help="Delete requests that finished more than this many days ago (fractions allowed). "
-            "(default: [retention] days, 30)",
+            metavar="DAYS",
+            help="Delete requests that finished more than this many days ago; fractions allowed "
+            "(default: 30, or retention.days as configured).",
             show_default=False,
         ),
     ] = None,
@@ -446,7 +438,7 @@ def prune(
     database_url: DatabaseOpt = None,
     storage: StorageOpt = None,
 ) -> None:
-    """Delete old finished requests and their media now (`serve` also does it every [retention] interval_s)."""
+    """Delete old finished requests and their media now (`serve` also does it, every retention.interval_s)."""
     from vidqueue.bootstrap import open_storage
     from vidqueue.logs import setup_logging
     from vidqueue.worker.retention import prune_once
@@ -471,6 +463,15 @@ def prune(
         fail(f"the media of {counts.media_errors} pruned requests could not be deleted (see above)")
 
 
-def main() -> None:
-    """Entry point of the `vidqueue` program."""
-    app()
+def register(app: typer.Typer) -> None:
+    """Add the server and admin commands to the `vidqueue` program."""
+    for command in (serve, worker, prune):
+        app.command(cls=show.Command, rich_help_panel="Server")(command)
+    keys = typer.Typer(cls=show.CommandGroup, help="Create, list and revoke API keys.", no_args_is_help=True)
+    keys.command("create", cls=show.Command)(keys_create)
+    keys.command("list", cls=show.Command)(keys_list)
+    keys.command("revoke", cls=show.Command)(keys_revoke)
+    app.add_typer(keys, name="keys", rich_help_panel="Server")
+    webhooks = typer.Typer(cls=show.CommandGroup, help="Webhook signing secrets.", no_args_is_help=True)
+    webhooks.command("secret", cls=show.Command)(webhooks_secret)
+    app.add_typer(webhooks, name="webhooks", rich_help_panel="Server")

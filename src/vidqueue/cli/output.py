@@ -1,8 +1,9 @@
-"""How the client commands show things: tables and a live display on a terminal, plain lines otherwise."""
+"""How the commands show things: help with one placeholder style; tables, plain lines and a live display."""
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import sys
 import time
@@ -22,12 +23,79 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from vidqueue.client import Model, Request
 
-# Piped output keeps whole ids and URLs (rich would otherwise squeeze tables to 80 columns).
-out = Console(width=None if sys.stdout.isatty() else 240, highlight=False)
+out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
+
+# Wide enough that no table is ever squeezed or wrapped: piped, a table is as wide as its content.
+_UNBOUNDED = 100_000
+
+
+def print_table(table: Table) -> None:
+    """A table on stdout: fitted to a terminal; piped, whole (ids and URLs unbroken) and without padding."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    text = io.StringIO()
+    Console(file=text, width=_UNBOUNDED, highlight=False, color_system=None).print(table)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in text.getvalue().splitlines()))
+    sys.stdout.flush()
+
+
+def print_line(text: str) -> None:
+    """One line of plain text on stdout, never wrapped or read as markup."""
+    out.print(text, markup=False, soft_wrap=True)
+
+
+# -- help --------------------------------------------------------------------------------------------------
+
+
+def _placeholders(params: list[Any]) -> list[Any]:
+    """Give every parameter one kind of placeholder: none for a flag, else an upper-case word (``MODEL``)."""
+    for param in params:
+        if getattr(param, "is_flag", False) or getattr(param, "count", False):
+            param.metavar = ""  # typer would show ``<bool>``, as if a flag took a value
+        elif param.metavar is None:
+            param.metavar = (param.name or "value").upper()
+        if param.param_type_name == "argument":
+            param.display_type_rich = _no_type  # the name is the placeholder; typer would add ``<str>``
+    return params
+
+
+def _no_type(ctx: Any) -> None:
+    return None
+
+
+class Command(TyperCommand):
+    """A command whose help names every value the same way: ``submit [OPTIONS] MODEL``, ``--limit LIMIT``."""
+
+    def get_params(self, ctx: Any) -> Any:
+        """The parameters, the help option included, with their placeholders set."""
+        return _placeholders(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """The usage line: ``MODEL`` when required, ``[MODEL]`` when not (typer would write ``{MODEL}``)."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                continue
+            name = param.metavar if param.required else f"[{param.metavar}]"
+            pieces.append(name if param.nargs == 1 else f"{name}...")
+        return pieces
+
+
+class CommandGroup(TyperGroup):
+    """A group of commands whose own options (``--help``, ``--version``) show no placeholder either."""
+
+    def get_params(self, ctx: Any) -> Any:
+        """The group's parameters, the help option included, with their placeholders set."""
+        return _placeholders(super().get_params(ctx))
+
+
+# -- values ------------------------------------------------------------------------------------------------
 
 
 def print_json(value: Any) -> None:

@@ -16,11 +16,12 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from vidqueue import cli_output as show
+from vidqueue.cli import output as show
 from vidqueue.client import (
     AuthenticationError,
     Client,
     ConflictError,
+    MissingAPIKey,
     NotFoundError,
     Request,
     RequestCancelled,
@@ -37,6 +38,7 @@ BaseUrlOpt = Annotated[
     str | None,
     typer.Option(
         "--base-url",
+        metavar="URL",
         envvar="VIDQUEUE_BASE_URL",
         help="The server (default: http://127.0.0.1:8000; https://console.gmicloud.ai for GMI Cloud).",
         show_default=False,
@@ -46,6 +48,7 @@ ApiKeyOpt = Annotated[
     str | None,
     typer.Option(
         "--api-key",
+        metavar="KEY",
         envvar="VIDQUEUE_API_KEY",
         help="The API key (default: $VIDQUEUE_API_KEY, else $GMI_API_KEY).",
         show_default=False,
@@ -56,10 +59,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, for
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")]
 TimeoutOpt = Annotated[
     float | None,
-    typer.Option("--timeout", help="Stop waiting after this many seconds, then exit 5 (default: 3600).", min=0.001),
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        help="Stop waiting after this many seconds, then exit 5 (default: 3600).",
+        min=0.001,
+    ),
 ]
 OutputOpt = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Save the video here (implies --wait).", show_default=False)
+    Path | None,
+    typer.Option("--output", "-o", metavar="FILE", help="Save the video here (implies --wait).", show_default=False),
 ]
 IdArg = Annotated[str, typer.Argument(help="The request id.", show_default=False)]
 
@@ -80,9 +89,10 @@ def _session(base_url: str | None, api_key: str | None, json_out: bool = False) 
             if exc.details and exc.message and len(exc.details) > 1:
                 lines.insert(0, exc.message)
             _exit("\n  ".join(lines), EXIT_USAGE)
+        except MissingAPIKey:  # the SDK's own words name its arguments; these name the flag
+            _exit("no API key: pass --api-key or set VIDQUEUE_API_KEY", EXIT_AUTH)
         except AuthenticationError as exc:
-            hint = "" if client.api_key else " (no key given: pass --api-key or set VIDQUEUE_API_KEY)"
-            _exit(exc.message + hint, EXIT_AUTH)
+            _exit(exc.message, EXIT_AUTH)
         except NotFoundError as exc:
             _exit(exc.message, EXIT_NOT_FOUND)
         except ConflictError as exc:
@@ -144,9 +154,9 @@ def _follow(
     if json_out:
         show.print_json(show.dump(done))
     elif path is not None:
-        show.out.print(f"saved {path} ({path.stat().st_size} bytes)", markup=False, soft_wrap=True)
+        show.print_line(f"saved {path} ({path.stat().st_size} bytes)")
     else:
-        show.out.print(show.request_table(done))
+        show.print_table(show.request_table(done))
 
 
 # -- commands ----------------------------------------------------------------------------------------------
@@ -159,11 +169,13 @@ def models(base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None, json_out: Jso
         if json_out:
             show.print_json([m.model_dump(mode="json", exclude_none=True) for m in found])
         else:
-            show.out.print(show.models_table(found))
+            show.print_table(show.models_table(found))
 
 
 def model(
-    model_id: Annotated[str, typer.Argument(help="The model id, e.g. kling-v2-5-turbo.", show_default=False)],
+    model_id: Annotated[
+        str, typer.Argument(metavar="MODEL", help="The model id, e.g. kling-v2-5-turbo.", show_default=False)
+    ],
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
     json_out: JsonOpt = False,
@@ -175,17 +187,21 @@ def model(
             show.print_json(found.model_dump(mode="json", exclude_none=True))
             return
         if found.brief_description:
-            show.out.print(found.brief_description, markup=False)
-        show.out.print(show.parameters_table(found))
+            show.print_line(found.brief_description)
+        show.print_table(show.parameters_table(found))
 
 
 def submit(
     model_id: Annotated[str, typer.Argument(metavar="MODEL", help="The model id.", show_default=False)],
-    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="What the video shows.")] = None,
-    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt", help="What to keep out.")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p", metavar="TEXT", help="What the video shows.")] = None,
+    negative_prompt: Annotated[
+        str | None, typer.Option("--negative-prompt", metavar="TEXT", help="What to keep out.")
+    ] = None,
     image: Annotated[
         str | None,
-        typer.Option("--image", help="A first frame: a local file (sent as base64) or an http(s) URL."),
+        typer.Option(
+            "--image", metavar="IMAGE", help="A first frame: a local file (sent as base64) or an http(s) URL."
+        ),
     ] = None,
     params: Annotated[
         list[str] | None,
@@ -200,7 +216,7 @@ def submit(
     output: OutputOpt = None,
     priority: Annotated[int | None, typer.Option(help="Higher runs sooner, within your organisation.")] = None,
     idempotency_key: Annotated[
-        str | None, typer.Option(help="Submitting again with the same key gives the same request.")
+        str | None, typer.Option(metavar="KEY", help="Submitting again with the same key gives the same request.")
     ] = None,
     timeout: TimeoutOpt = None,
     base_url: BaseUrlOpt = None,
@@ -217,7 +233,7 @@ def submit(
             if json_out:
                 show.print_json(show.dump(created))
             else:
-                show.out.print(created.request_id, markup=False)
+                show.print_line(created.request_id)
                 if not quiet:
                     show.err.print(show.state_line(created), markup=False, soft_wrap=True)
             return
@@ -233,13 +249,18 @@ def status(
         if json_out:
             show.print_json(show.dump(request))
         else:
-            show.out.print(show.request_table(request))
+            show.print_table(show.request_table(request))
 
 
 def list_requests(
-    model_id: Annotated[str | None, typer.Option("--model", help="Only this model's requests.")] = None,
+    model_id: Annotated[
+        str | None, typer.Option("--model", metavar="MODEL", help="Only this model's requests.")
+    ] = None,
     status_filter: Annotated[
-        str | None, typer.Option("--status", help="Only requests in this status (queued, processing, success, …).")
+        str | None,
+        typer.Option(
+            "--status", metavar="STATUS", help="Only requests in this status (queued, processing, success, …)."
+        ),
     ] = None,
     limit: Annotated[int, typer.Option(help="Show at most this many.", min=1)] = 20,
     base_url: BaseUrlOpt = None,
@@ -256,7 +277,7 @@ def list_requests(
         if json_out:
             show.print_json([show.dump(r) for r in found])
         else:
-            show.out.print(show.requests_table(found))
+            show.print_table(show.requests_table(found))
 
 
 def cancel(
@@ -268,7 +289,7 @@ def cancel(
         if json_out:
             show.print_json(show.dump(request))
         else:
-            show.out.print(show.state_line(request), markup=False, soft_wrap=True)
+            show.print_line(show.state_line(request))
 
 
 def wait_command(
@@ -288,7 +309,9 @@ def wait_command(
 
 def download(
     request_id: IdArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to save the video.", show_default=False)],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE", help="Where to save the video.", show_default=False)
+    ],
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the request to finish first.")] = False,
     timeout: TimeoutOpt = None,
     base_url: BaseUrlOpt = None,
@@ -343,11 +366,14 @@ def _image(value: str) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the client commands to the `vidqueue` program."""
-    app.command(rich_help_panel="Client")(models)
-    app.command(rich_help_panel="Client")(model)
-    app.command(rich_help_panel="Client")(submit)
-    app.command(rich_help_panel="Client")(status)
-    app.command("list", rich_help_panel="Client")(list_requests)
-    app.command(rich_help_panel="Client")(cancel)
-    app.command("wait", rich_help_panel="Client")(wait_command)
-    app.command(rich_help_panel="Client")(download)
+    for name, command in (
+        ("models", models),
+        ("model", model),
+        ("submit", submit),
+        ("status", status),
+        ("list", list_requests),
+        ("cancel", cancel),
+        ("wait", wait_command),
+        ("download", download),
+    ):
+        app.command(name, cls=show.Command, rich_help_panel="Client")(command)
