@@ -13,9 +13,10 @@ from PIL import Image
 
 from tests.unit.test_encode import churn_memory
 from vidqueue.engines.base import Engine, GeneratedMedia, Job
-from vidqueue.engines.emulator import EmulatorEngine, output_size
+from vidqueue.engines.emulator import EmulatorEngine, clip_seed, output_size
 from vidqueue.errors import JobCancelled, JobFailed
 from vidqueue.media.encode import iter_decoded_rgb, probe
+from vidqueue.media.synthetic import SyntheticClip
 
 MODEL = "kling-v2-5-turbo"
 
@@ -272,3 +273,46 @@ def test_an_unknown_aspect_ratio_fails_as_invalid_input(engine: EmulatorEngine, 
     with pytest.raises(JobFailed) as exc:
         run(engine, job({"prompt": "x", "duration": "5", "aspect_ratio": "4:3"}), tmp_path)
     assert exc.value.code == "invalid_input"
+
+
+def test_a_text_clip_shows_sliding_shapes_a_running_timecode_and_a_growing_stripe(
+    engine: EmulatorEngine, tmp_path: Path
+) -> None:
+    media, _ = run(engine, job({"prompt": "a red fox in snow", "duration": "5"}), tmp_path)
+    first, middle, last = (frame.astype(int) for frame in decoded_frames(media.videos[0], {0, 60, 119}))
+
+    def changed(a: np.ndarray, b: np.ndarray, rows: slice, cols: slice) -> float:
+        return float(np.abs(a[rows, cols] - b[rows, cols]).mean())
+
+    # The label (top left) and the caption (bottom) hold still; the label is a red badge.
+    assert changed(first, last, slice(32, 100), slice(32, 200)) == 0
+    assert changed(first, last, slice(600, 680), slice(32, 1248)) == 0
+    red, green, blue = first[40:90, 40:190].reshape(-1, 3).mean(axis=0)
+    assert red > 1.5 * green and red > 1.5 * blue
+    # The timecode (top right) runs, and the shapes between label and caption move.
+    timecode = slice(32, 62), slice(1120, 1248)
+    assert changed(first, middle, *timecode) > 1 and changed(middle, last, *timecode) > 1
+    band = slice(120, 580), slice(0, 1280)
+    assert changed(first, middle, *band) > 0.5 and changed(middle, last, *band) > 0.5
+    # The progress stripe along the bottom edge fills with the frame number.
+    for index, frame in ((0, first), (60, middle), (119, last)):
+        bright = frame[-2].max(axis=1) > 100
+        assert bright.mean() == pytest.approx((index + 1) / 120, abs=0.02)
+
+
+def test_a_text_clip_decodes_to_exactly_the_frames_drawn(engine: EmulatorEngine, tmp_path: Path) -> None:
+    payload = {"prompt": "a lighthouse in a storm", "duration": "5", "aspect_ratio": "9:16"}
+    media, _ = run(engine, job(payload), tmp_path)
+    clip = SyntheticClip(
+        width=720,
+        height=1280,
+        frames=120,
+        fps=24,
+        seed=clip_seed(MODEL, payload, None),
+        caption=payload["prompt"],
+        sublabel=MODEL,
+    )
+    with av.open(str(media.videos[0])) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            assert np.array_equal(frame.to_ndarray(format="yuv420p"), clip.render(index)), f"frame {index}"
+    assert index == 119

@@ -1,10 +1,11 @@
-"""Cheap, deterministic synthetic video frames: a moving backdrop or a slow zoom into an image, a caption,
-a label, a timecode and a progress bar.
+"""Cheap, deterministic synthetic video frames: a banded backdrop with sliding shapes, or a slow zoom into an
+image, under a caption, a label, a timecode and a progress stripe.
 
-Frames are built straight in yuv420p (see ``media.encode``) so the encoder needs no colour conversion.
-Everything costly is done once in ``SyntheticClip.__init__``: the backdrop is a texture larger than the frame
-that each frame cuts a moving window from, and every piece of text is rendered once into a premultiplied
-overlay, so a frame costs a few array copies and small blends (about a millisecond at 720p).
+Frames are built straight in yuv420p (see ``media.encode``) so no encoder needs a colour conversion. Everything
+costly is done once in ``SyntheticClip.__init__`` (or once per process, for pieces that depend only on the
+frame size and the text: the label, the caption, the timecode glyphs), and every piece of text is rendered once
+into a premultiplied overlay. A text clip's frame is then an update of the one before: a few small copies where
+the shapes, the timecode and the stripe moved, reported as damage for ``media.h264``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from vidqueue.media.encode import rgb_to_yuv420, yuv420_planes, yuv420_shape
+from vidqueue.media.h264 import Damage
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 RGB = tuple[int, int, int]
 
 _TIMECODE_CHARS = "0123456789:."
+_TIMECODE_LENGTH = len("00:00.00")
 
 
 @functools.lru_cache(maxsize=16)
@@ -55,15 +58,11 @@ class Overlay:
         alpha = rgba[..., 3].astype(np.uint32)
         a_y = (alpha * 256 + 127) // 255
         a_c = a_y.reshape(height // 2, 2, width // 2, 2).sum(axis=(1, 3)) // 4
-        return cls(
-            width=width,
-            height=height,
-            inv_y=(256 - a_y).astype(np.uint16),
-            pre_y=(y * a_y).astype(np.uint16),
-            inv_c=(256 - a_c).astype(np.uint16),
-            pre_u=(u * a_c).astype(np.uint16),
-            pre_v=(v * a_c).astype(np.uint16),
-        )
+        arrays = [(256 - a_y), (y * a_y), (256 - a_c), (u * a_c), (v * a_c)]
+        inv_y, pre_y, inv_c, pre_u, pre_v = (a.astype(np.uint16) for a in arrays)
+        for array in (inv_y, pre_y, inv_c, pre_u, pre_v):
+            array.flags.writeable = False  # overlays are cached and shared between clips
+        return cls(width, height, inv_y, pre_y, inv_c, pre_u, pre_v)
 
     def apply(self, frame: np.ndarray, x: int, y: int) -> None:
         """Blend onto a yuv420p frame in place with the top-left corner at (x, y), both even and in bounds."""
@@ -87,10 +86,9 @@ class ClipStyle:
 
     colours: tuple[RGB, RGB, RGB]
     accent: RGB
-    angle: float
     phase: float
-    wave: tuple[float, float]
-    shapes: tuple[tuple[RGB, float, float, float, float], ...]  # colour, x0, y0, vx, vy (fractions)
+    bands: float  # soft horizontal bands over the backdrop, per frame height
+    shapes: tuple[tuple[RGB, float, int], ...]  # colour, phase (of a return trip), pixels a frame (4, 8 or 16)
     zoom_to: tuple[float, float]  # where the image zoom drifts to (fractions of the frame)
 
     @classmethod
@@ -108,9 +106,7 @@ class ClipStyle:
             (
                 colour(hue + 0.5 + rnd.uniform(-0.15, 0.15), 0.55, 0.95),
                 rnd.random(),
-                rnd.random(),
-                rnd.uniform(-0.25, 0.25),
-                rnd.uniform(-0.25, 0.25),
+                rnd.choice((4, 8, 16)),
             )
             for _ in range(3)
         )
@@ -121,16 +117,32 @@ class ClipStyle:
                 colour(hue - spread, 0.55, 0.35),
             ),
             accent=colour(hue + 0.5, 0.7, 0.95),
-            angle=rnd.uniform(0, 2 * math.pi),
             phase=rnd.uniform(0, 2 * math.pi),
-            wave=(rnd.uniform(1.5, 3.5), rnd.uniform(1.5, 3.5)),
+            bands=rnd.uniform(1.5, 3.5),
             shapes=shapes,
             zoom_to=(rnd.uniform(0.3, 0.7), rnd.uniform(0.3, 0.7)),
         )
 
 
+@dataclass(frozen=True)
+class _Sprite:
+    """A prerendered square that slides along one band of rows, its pixels already blended onto the backdrop."""
+
+    top: int
+    size: int
+    phase: float
+    step: int
+    planes: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 class SyntheticClip:
-    """Renders frame ``i`` of a clip on demand, as one yuv420p array."""
+    """Renders frame ``i`` of a clip as one yuv420p array, whole or as an update of frame ``i - 1``.
+
+    Without an image the backdrop is rows of flat colour (a gradient with soft bands) under a label, a caption, a
+    timecode, a progress stripe and shapes that slide sideways: nothing moves but those, and what moves moves
+    by whole pixels, which ``update`` reports so the exact encoder (``media.h264``) codes a frame in the
+    macroblocks that changed. With an image, the camera zooms slowly into it and every pixel changes.
+    """
 
     def __init__(
         self,
@@ -155,81 +167,166 @@ class SyntheticClip:
         self.style = ClipStyle.from_seed(seed)
         self._zoom = zoom
         short = min(width, height)
+        # Text clips keep their pieces on the 16-pixel macroblock grid where the frame is large enough, so a
+        # change touches few macroblocks.
         self._margin = _even(short * 0.04)
+        if image is None and short * 0.04 >= 8:
+            self._margin = 16 * round(short * 0.04 / 16)
         self._bar_h = _even(max(4, short * 0.008))
-        # The backdrop moves on a circle of this radius; the texture is that much larger on every side.
-        self._travel = _even(short * 0.1)
+        self._caption = caption_overlay(caption, width - 2 * self._margin, short)
+        self._label = label_overlay(label, sublabel, short)
+        self._timecode = timecode_font(_even(short * 0.035))
+        self._accent_yuv = _rgb_to_yuv_triplet(self.style.accent)
         self._image_planes: tuple[Image.Image, Image.Image, Image.Image] | None = None
         self._first: np.ndarray | None = None
+        self._sprites: list[_Sprite] = []
         if image is not None:
             self._prepare_image(image)
         else:
-            self._prepare_backdrop()
-        self._caption = _caption_overlay(caption, width - 2 * self._margin, short)
-        self._label = _label_overlay(label, sublabel, short)
-        self._timecode = _TimecodeFont(_even(short * 0.035))
-        self._accent_yuv = _rgb_to_yuv_triplet(self.style.accent)
+            self._base = self._prepare_backdrop()
+            self._base_planes = yuv420_planes(self._base)
+            self._glyphs: dict[tuple[int, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    @property
+    def incremental(self) -> bool:
+        """Whether ``update`` reports what changed (text clips); image clips change everywhere."""
+        return self._image_planes is None
 
     def render(self, index: int, out: np.ndarray | None = None) -> np.ndarray:
         """Frame ``index`` (0-based) as a yuv420p array; written into ``out`` when given."""
         frame = np.empty(yuv420_shape(self.width, self.height), np.uint8) if out is None else out
-        if self._first is not None and index == 0:
-            # With an input image the first frame is that image, untouched.
-            frame[...] = self._first
-            return frame
-        t = index / max(1, self.frames - 1)
         if self._image_planes is not None:
-            self._zoomed(t, frame)
-        else:
-            self._backdrop(t, frame)
-            self._shapes(index, frame)
-        self._decorate(index, frame)
+            if self._first is not None and index == 0:
+                # With an input image the first frame is that image, untouched.
+                frame[...] = self._first
+                return frame
+            self._zoomed(index / max(1, self.frames - 1), frame)
+            self._decorate(index, frame)
+            return frame
+        frame[...] = self._base
+        planes = yuv420_planes(frame)
+        for sprite in self._sprites:
+            _put(planes, self._sprite_x(sprite, index), sprite.top, sprite.planes)
+        for position, char in enumerate(self._stamp(index)):
+            self._put_glyph(planes, position, char)
+        self._fill_bar(planes, 0, self._filled(index))
         return frame
 
-    # --- backdrop (text to video) ---
+    def update(self, index: int, frame: np.ndarray) -> list[Damage] | None:
+        """Turn ``frame``, holding frame ``index - 1``, into frame ``index``; what changed, or None for all of it."""
+        if index == 0 or not self.incremental:
+            self.render(index, frame)
+            return None
+        damage: list[Damage] = []
+        planes = yuv420_planes(frame)
+        for sprite in self._sprites:
+            old, new = self._sprite_x(sprite, index - 1), self._sprite_x(sprite, index)
+            if old == new:
+                continue
+            top, size = sprite.top, sprite.size
+            _put(planes, old, top, _cut(self._base_planes, old, top, size, size))
+            _put(planes, new, top, sprite.planes)
+            # Only the two edges change, each in one column of macroblocks: where the square left and where
+            # it arrived, both its old picture moved by the step.
+            lo, hi = min(old, new), max(old, new)
+            damage.append(Damage(lo, top, hi, top + size, new - old, 0))
+            damage.append(Damage(lo + size, top, hi + size, top + size, new - old, 0))
+        before, after = self._stamp(index - 1), self._stamp(index)
+        changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+        for position in changed:
+            self._put_glyph(planes, position, after[position])
+        if changed:
+            cell, top = self._timecode.cell, self._margin
+            left = self.width - self._margin - cell * len(after)
+            damage.append(
+                Damage(left + cell * changed[0], top, left + cell * (changed[-1] + 1), top + self._timecode.height)
+            )
+        old_fill, new_fill = self._filled(index - 1), self._filled(index)
+        if new_fill != old_fill:
+            self._fill_bar(planes, old_fill, new_fill)
+            # The stripe grows: its new end is its old end moved right.
+            damage.append(Damage(old_fill, self.height - self._bar_h, new_fill, self.height, new_fill - old_fill, 0))
+        return damage
 
-    def _prepare_backdrop(self) -> None:
-        pad = self._travel
-        th, tw = self.height + 2 * pad, self.width + 2 * pad
-        # The texture is smooth, so it is computed at a quarter of the size and scaled up: ~16x less math.
-        sh, sw = max(2, th // 4), max(2, tw // 4)
-        yy, xx = np.mgrid[0:sh, 0:sw].astype(np.float32)
-        yy /= sh
-        xx /= sw
-        c1, c2, c3 = (np.array(c, np.float32) for c in self.style.colours)
-        ramp = np.clip(0.5 + (xx - 0.5) * math.cos(self.style.angle) + (yy - 0.5) * math.sin(self.style.angle), 0, 1)
-        fx, fy = self.style.wave
-        waves = 0.5 + 0.5 * np.sin(2 * math.pi * fx * xx + self.style.phase) * np.cos(2 * math.pi * fy * yy)
-        rgb = c1 * (1 - ramp[..., None]) + c2 * ramp[..., None]
-        rgb = rgb * (1 - 0.45 * waves[..., None]) + c3 * (0.45 * waves[..., None])
-        small = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
-        texture = rgb_to_yuv420(np.asarray(small.resize((tw, th), Image.Resampling.BILINEAR)))
-        ty, tu, tv = yuv420_planes(texture)
-        self._tex = (ty.copy(), tu.copy(), tv.copy())
-        radius = min(self.width, self.height) // 8
-        self._shape_overlays = [
-            (Overlay.from_rgba(_disc(radius, colour, 190)), x0, y0, vx, vy)
-            for colour, x0, y0, vx, vy in self.style.shapes
-        ]
+    def _put_glyph(self, planes: tuple[np.ndarray, np.ndarray, np.ndarray], position: int, char: str) -> None:
+        """Draw one timecode character, from a cache of it blended onto the backdrop at that position."""
+        cell, top = self._timecode.cell, self._margin
+        x = self.width - self._margin - cell * (_TIMECODE_LENGTH - position)
+        patch = self._glyphs.get((position, char))
+        if patch is None:
+            box = np.empty(yuv420_shape(cell, self._timecode.height), np.uint8)
+            _put(yuv420_planes(box), 0, 0, _cut(self._base_planes, x, top, cell, self._timecode.height))
+            self._timecode.glyphs[char].apply(box, 0, 0)
+            patch = self._glyphs[(position, char)] = yuv420_planes(box)
+        _put(planes, x, top, patch)
 
-    def _backdrop(self, t: float, frame: np.ndarray) -> None:
-        pad = self._travel
-        angle = 2 * math.pi * t + self.style.phase
-        ox = _even(pad + pad * math.cos(angle))
-        oy = _even(pad + pad * math.sin(angle))
-        ty, tu, tv = self._tex
-        y, u, v = yuv420_planes(frame)
-        h, w = self.height, self.width
-        y[...] = ty[oy : oy + h, ox : ox + w]
-        u[...] = tu[oy // 2 : oy // 2 + h // 2, ox // 2 : ox // 2 + w // 2]
-        v[...] = tv[oy // 2 : oy // 2 + h // 2, ox // 2 : ox // 2 + w // 2]
-
-    def _shapes(self, index: int, frame: np.ndarray) -> None:
+    def _stamp(self, index: int) -> str:
         seconds = index / self.fps
-        for overlay, x0, y0, vx, vy in self._shape_overlays:
-            x = _bounce(x0 + vx * seconds) * (self.width - overlay.width)
-            y = _bounce(y0 + vy * seconds) * (self.height - overlay.height)
-            overlay.apply(frame, _even(x, floor=True), _even(y, floor=True))
+        return f"{int(seconds // 60):02d}:{seconds % 60:05.2f}"
+
+    def _filled(self, index: int) -> int:
+        return _even(self.width * (index + 1) / self.frames)
+
+    def _fill_bar(self, planes: tuple[np.ndarray, np.ndarray, np.ndarray], start: int, end: int) -> None:
+        y, u, v = planes
+        top = self.height - self._bar_h
+        ay, au, av_ = self._accent_yuv
+        y[top:, start:end] = ay
+        u[top // 2 :, start // 2 : end // 2] = au
+        v[top // 2 :, start // 2 : end // 2] = av_
+
+    # --- backdrop and sliding shapes (text to video) ---
+
+    def _prepare_backdrop(self) -> np.ndarray:
+        h, w = self.height, self.width
+        # Every row is one colour: a gradient with soft bands. Rows that do not change along x are what make
+        # the picture cheap to code and let shapes slide sideways without uncovering anything new.
+        t = (np.arange(h, dtype=np.float32) + 0.5) / h
+        c1, c2, c3 = (np.array(c, np.float32) for c in self.style.colours)
+        bands = 0.5 + 0.5 * np.sin(2 * math.pi * self.style.bands * t + self.style.phase)
+        rgb = c1 * (1 - t[:, None]) + c2 * t[:, None]
+        rgb = rgb * (1 - 0.45 * bands[:, None]) + c3 * (0.45 * bands[:, None])
+        column = np.repeat(np.clip(np.rint(rgb), 0, 255).astype(np.uint8)[:, None, :], 2, axis=1)
+        col_y, col_u, col_v = yuv420_planes(rgb_to_yuv420(column))
+        base = np.empty(yuv420_shape(w, h), np.uint8)
+        y, u, v = yuv420_planes(base)
+        y[...] = col_y[:, :1]
+        u[...] = col_u[:, :1]
+        v[...] = col_v[:, :1]
+        y[h - self._bar_h :, :] = 16  # the empty progress stripe
+        m = self._margin
+        self._label.apply(base, m, m)
+        caption_top = h - self._bar_h - m - self._caption.height
+        self._caption.apply(base, m, caption_top)
+        # The shapes slide in bands of whole macroblock rows between the top pieces and the caption.
+        top_free = _align_up(m + max(self._label.height, self._timecode.height) + m // 2, 16)
+        bottom_free = (caption_top - m // 2) // 16 * 16
+        room = bottom_free - top_free
+        short = min(w, h)
+        size = min(16 * max(1, round(short * 0.11 / 16)), room // 16 * 16, (w - 2 * m) // 2 // 16 * 16)
+        if size < 16:
+            return base
+        count = min(len(self.style.shapes), (room + 16) // (size + 16))
+        spacing = (room - size) / max(1, count - 1) if count > 1 else 0.0
+        for k, (colour, phase, step) in enumerate(self.style.shapes[:count]):
+            top = top_free + (16 * round(k * spacing / 16) if count > 1 else (room - size) // 32 * 16)
+            patch = np.empty(yuv420_shape(size, size), np.uint8)
+            py, pu, pv = yuv420_planes(patch)
+            py[...] = y[top : top + size, :1]
+            pu[...] = u[top // 2 : (top + size) // 2, :1]
+            pv[...] = v[top // 2 : (top + size) // 2, :1]
+            # A plain square: its edges are the only pixels that change as it slides, one macroblock column each.
+            Overlay.from_rgba(np.full((size, size, 4), (*colour, 190), np.uint8)).apply(patch, 0, 0)
+            self._sprites.append(_Sprite(top, size, phase, step, (py.copy(), pu.copy(), pv.copy())))
+        return base
+
+    def _sprite_x(self, sprite: _Sprite, index: int) -> int:
+        # Whole steps along the track and back: each frame moves the square by exactly one step from a position
+        # on that step, which (margins and sizes being multiples of 16) keeps each moving edge inside one column
+        # of macroblocks.
+        stops = (self.width - 2 * self._margin - sprite.size) // sprite.step
+        at = (round(sprite.phase * 2 * stops) + index) % (2 * stops) if stops else 0
+        return self._margin + sprite.step * (at if at <= stops else 2 * stops - at)
 
     # --- slow zoom into an image (image to video) ---
 
@@ -262,28 +359,18 @@ class SyntheticClip:
         ):
             plane[...] = np.asarray(src.resize(size, Image.Resampling.BILINEAR, box=b))
 
-    # --- caption, label, timecode, progress bar ---
-
     def _decorate(self, index: int, frame: np.ndarray) -> None:
         m = self._margin
         self._label.apply(frame, m, m)
         bottom = self.height - self._bar_h - m
         self._caption.apply(frame, m, bottom - self._caption.height)
-        seconds = index / self.fps
-        stamp = f"{int(seconds // 60):02d}:{seconds % 60:05.2f}"
-        self._timecode.draw(frame, stamp, right=self.width - m, top=m)
-        # Progress bar along the bottom edge: how far into the clip this frame is.
-        y, u, v = yuv420_planes(frame)
-        filled = _even(self.width * (index + 1) / self.frames)
-        bar = self._bar_h
-        ay, au, av_ = self._accent_yuv
-        y[self.height - bar :, :filled] = ay
-        u[(self.height - bar) // 2 :, : filled // 2] = au
-        v[(self.height - bar) // 2 :, : filled // 2] = av_
-        y[self.height - bar :, filled:] = 16
+        self._timecode.draw(frame, self._stamp(index), right=self.width - m, top=m)
+        planes = yuv420_planes(frame)
+        planes[0][self.height - self._bar_h :, :] = 16
+        self._fill_bar(planes, 0, self._filled(index))
 
 
-class _TimecodeFont:
+class TimecodeFont:
     """Glyph overlays for the timecode, rendered once, white on a dark box."""
 
     def __init__(self, size: int) -> None:
@@ -305,7 +392,15 @@ class _TimecodeFont:
             x += self.cell
 
 
-def _caption_overlay(text: str, max_width: int, short_side: int) -> Overlay:
+@functools.lru_cache(maxsize=8)
+def timecode_font(size: int) -> TimecodeFont:
+    """The timecode glyphs at ``size`` px, built once per process."""
+    return TimecodeFont(size)
+
+
+@functools.lru_cache(maxsize=64)
+def caption_overlay(text: str, max_width: int, short_side: int) -> Overlay:
+    """The caption box for ``text``; the same prompt at the same size is rendered once per process."""
     size = max(12, round(short_side * 0.042))
     f = font(size)
     pad = _even(size * 0.5)
@@ -321,7 +416,9 @@ def _caption_overlay(text: str, max_width: int, short_side: int) -> Overlay:
     return Overlay.from_rgba(np.asarray(img))
 
 
-def _label_overlay(label: str, sublabel: str, short_side: int) -> Overlay:
+@functools.lru_cache(maxsize=32)
+def label_overlay(label: str, sublabel: str, short_side: int) -> Overlay:
+    """The label box (the "EMULATED" badge with the model under it), built once per process for each model."""
     size = max(12, round(short_side * 0.04))
     small = max(10, round(size * 0.55))
     f, fs = font(size), font(small)
@@ -369,17 +466,26 @@ def wrap_text(text: str, f: Font, max_width: float, *, max_lines: int) -> list[s
     return lines
 
 
-def _disc(radius: int, colour: RGB, opacity: int) -> np.ndarray:
-    size = _even(2 * radius + 2)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    centre = (size - 1) / 2
-    dist = np.sqrt((xx - centre) ** 2 + (yy - centre) ** 2)
-    # A one-pixel soft edge keeps the disc from looking jagged.
-    alpha = np.clip(radius - dist + 0.5, 0, 1) * opacity
-    rgba = np.empty((size, size, 4), np.uint8)
-    rgba[..., :3] = colour
-    rgba[..., 3] = np.rint(alpha).astype(np.uint8)
-    return rgba
+def _put(
+    planes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    x: int,
+    y: int,
+    patch: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """Copy a yuv420p patch (its three planes) into a frame's planes with its top-left corner at even (x, y)."""
+    height, width = patch[0].shape
+    planes[0][y : y + height, x : x + width] = patch[0]
+    rows, cols = slice(y // 2, (y + height) // 2), slice(x // 2, (x + width) // 2)
+    planes[1][rows, cols] = patch[1]
+    planes[2][rows, cols] = patch[2]
+
+
+def _cut(
+    planes: tuple[np.ndarray, np.ndarray, np.ndarray], x: int, y: int, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the three planes of a frame's region at even (x, y), sides even."""
+    rows, cols = slice(y // 2, (y + height) // 2), slice(x // 2, (x + width) // 2)
+    return planes[0][y : y + height, x : x + width], planes[1][rows, cols], planes[2][rows, cols]
 
 
 def _rgb_to_yuv_triplet(colour: RGB) -> tuple[int, int, int]:
@@ -387,12 +493,10 @@ def _rgb_to_yuv_triplet(colour: RGB) -> tuple[int, int, int]:
     return int(y[0, 0]), int(u[0, 0]), int(v[0, 0])
 
 
-def _bounce(x: float) -> float:
-    """Fold any number into 0..1 like a ball bouncing between two walls."""
-    x %= 2.0
-    return 2.0 - x if x > 1.0 else x
-
-
-def _even(value: float, *, floor: bool = False) -> int:
-    n = math.floor(value) if floor else round(value)
+def _even(value: float) -> int:
+    n = round(value)
     return int(n) - (int(n) % 2)
+
+
+def _align_up(value: int, step: int) -> int:
+    return -(-value // step) * step
