@@ -32,7 +32,8 @@ from vidqueue import (
 def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, CuttingProxy]]:
     """A server whose public URL is a cutting proxy in front of it; media URLs live 3 s."""
     port = free_port()
-    proxy = CuttingProxy(port)
+    # A 10 s emulator clip is about 0.4 MB: cut every 100 kB so that a download is cut twice on its way.
+    proxy = CuttingProxy(port, cut_after=100_000)
     env = fast_env(VIDQUEUE_EMULATOR_LATENCY_S="1.0", VIDQUEUE_PUBLIC_URL=proxy.url, VIDQUEUE_MEDIA_URL_TTL_S="3")
     server = Server(data_dir=tmp_path_factory.mktemp("sdk") / "data", port=port, env=env)
     server.start()
