@@ -110,6 +110,13 @@ def blocks(page: Path) -> list[Block]:
     return found
 
 
+def find_block(page: str, text: str, language: str) -> Block:
+    """The one block of ``page`` (a path from the repository root) in ``language`` that contains ``text``."""
+    found = [b for b in blocks(ROOT / page) if b.language == language and text in b.code]
+    assert len(found) == 1, f"{len(found)} {language} blocks in {page} contain {text!r}"
+    return found[0]
+
+
 def all_blocks() -> list[Block]:
     """Every code block of every page that is run."""
     return [block for page in pages() for block in blocks(page)]

@@ -25,6 +25,7 @@ from tests.docblocks import (
     Page,
     all_blocks,
     blocks,
+    find_block,
     pages,
 )
 from tests.support import UPSTREAM_KEYS, Server, fast_env, running_server
@@ -36,13 +37,6 @@ RUN = [b for b in BLOCKS if b.runs]
 NOT_RUN = [b for b in BLOCKS if b.not_run is not None]
 MAX_NOT_RUN = 6
 VENV_BIN = ROOT / ".venv" / "bin"
-
-
-def block_with(page: str, text: str, language: str = "toml") -> Block:
-    """The one block of ``page`` (a path from the repository root) in ``language`` that contains ``text``."""
-    found = [b for b in blocks(ROOT / page) if b.language == language and text in b.code]
-    assert len(found) == 1, f"{len(found)} {language} blocks in {page} contain {text!r}"
-    return found[0]
 
 
 def untracked() -> set[str]:
@@ -222,7 +216,7 @@ def test_the_configuration_reference_is_a_valid_config(tmp_path: Path) -> None:
     from vidqueue.config import load_settings
 
     path = tmp_path / "vidqueue.toml"
-    path.write_text(block_with("docs/operations.md", "[retention]").code)
+    path.write_text(find_block("docs/operations.md", "[retention]", "toml").code)
     settings = load_settings(path, env={})
     assert settings.engine_for("kling-v2-5-turbo") == "kling"
     assert settings.engine_for("Kling-Text2Video-V2-Master") == "emulator"  # no keys in this environment
@@ -235,7 +229,7 @@ def test_the_diffusers_examples_declare_models_with_their_steps() -> None:
     from vidqueue.config import Settings
 
     for model_id, steps in (("my-wan", (30, 50)), ("my-wan-4step", (4, 8)), ("wan-fast", (4, 8))):
-        tree = tomllib.loads(block_with("docs/engines.md", f'[models."{model_id}"]').code)
+        tree = tomllib.loads(find_block("docs/engines.md", f'[models."{model_id}"]', "toml").code)
         settings = Settings.model_validate(tree)  # what load_settings does with a config file's tables
         assert settings.engine_for(model_id) == "diffusers"
         params = {p.name: p for p in catalog_for(settings).get(model_id).params}

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.cases import MASTER, PROMPT, TURBO
-from tests.e2e.test_readme import example
+from tests.docblocks import find_block
 from tests.support import BASE, Server, decode_video, running_server, submit, wait_for
 
 # The SDK marks its videos methods deprecated (OpenAI's own service is closing); the API shape stays.
@@ -114,8 +114,8 @@ def test_content_is_served_in_byte_ranges(server: Server, sdk: openai.OpenAI) ->
     assert part.content == whole[100:200]
 
 
-def test_the_readme_example_makes_a_video(server: Server, tmp_path: Path) -> None:
-    code = example("The /v1/videos API", "python").replace("http://127.0.0.1:8000", server.url)
+def test_the_docs_example_makes_a_video(server: Server, tmp_path: Path) -> None:
+    code = find_block("docs/api.md", "OpenAI(", "python").code.replace("http://127.0.0.1:8000", server.url)
     env = {**os.environ, "VIDQUEUE_API_KEY": server.key or ""}
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
@@ -123,7 +123,7 @@ def test_the_readme_example_makes_a_video(server: Server, tmp_path: Path) -> Non
     assert out.returncode == 0, out.stderr
     _, status, size = out.stdout.split()
     assert (status, size) == ("completed", "720x1280")
-    assert decode_video((tmp_path / "fox.mp4").read_bytes()) == (120, 720, 1280)
+    assert decode_video((tmp_path / "fox-openai.mp4").read_bytes()) == (120, 720, 1280)
 
 
 # -- the same requests through both APIs ----------------------------------------------------------------------
