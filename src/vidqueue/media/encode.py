@@ -100,74 +100,58 @@ def encode_mp4(
     path.parent.mkdir(parents=True, exist_ok=True)
     expected = yuv420_shape(width, height) if pixel_format == "yuv420p" else (height, width, 3)
     count = 0
-    try:
-        # faststart moves the index (moov) before the media data in a second pass, so a browser can start
-        # playing before the whole file has arrived; it needs a real file, not a buffer.
-        with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream(
-                "libx264",
-                rate=fps,
-                options={
-                    "preset": preset,
-                    "crf": str(crf),
-                    "g": str(max(1, round(fps * keyframe_interval_s))),
-                    # x264's macroblock-tree rate control reads memory it has not written on some CPUs (seen
-                    # with AVX-512), so the same frames could give different bytes from run to run; without it
-                    # the output is byte-identical, at a few percent of bitrate.
-                    "x264-params": "mbtree=0",
-                },
-            )
-            stream.width = width
-            stream.height = height
-            stream.pix_fmt = "yuv420p"
-            ctx = stream.codec_context
-            ctx.thread_count = threads
-            ctx.time_base = Fraction(1, fps)
-            ctx.colorspace = _BT709
-            ctx.color_primaries = _BT709
-            ctx.color_trc = _BT709
-            ctx.color_range = _RANGE_MPEG
-            # yuv420p arrays are copied into one frame reused for every picture: x264 copies its input before
-            # encode() returns, and a fresh frame each time costs an allocation and page faults (a third of a
-            # millisecond at 720p) for nothing.
-            slot = _yuv420_slot(width, height) if pixel_format == "yuv420p" else None
-            for array in frames:
-                if array.shape != expected or array.dtype != np.uint8:
-                    raise ValueError(
-                        f"frame {count}: expected a uint8 array of shape {expected}, got {array.dtype} {array.shape}"
-                    )
-                if slot is not None:
-                    frame, planes = slot
-                    for plane, source in zip(planes, yuv420_planes(np.ascontiguousarray(array)), strict=True):
-                        plane[...] = source
-                else:
-                    frame = _to_video_frame(array, pixel_format, threads)
-                frame.pts = count
-                frame.time_base = Fraction(1, fps)
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-                count += 1
-            for packet in stream.encode(None):
+    # faststart moves the index (moov) before the media data in a second pass, so a browser can start
+    # playing before the whole file has arrived; it needs a real file, not a buffer.
+    with (
+        removed_on_failure(path),
+        av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container,
+    ):
+        stream = container.add_stream(
+            "libx264",
+            rate=fps,
+            options={
+                "preset": preset,
+                "crf": str(crf),
+                "g": str(max(1, round(fps * keyframe_interval_s))),
+                # x264's macroblock-tree rate control reads memory it has not written on some CPUs (seen
+                # with AVX-512), so the same frames could give different bytes from run to run; without it
+                # the output is byte-identical, at a few percent of bitrate.
+                "x264-params": "mbtree=0",
+            },
+        )
+        stream.width = width
+        stream.height = height
+        stream.pix_fmt = "yuv420p"
+        ctx = stream.codec_context
+        ctx.thread_count = threads
+        ctx.time_base = Fraction(1, fps)
+        ctx.colorspace = _BT709
+        ctx.color_primaries = _BT709
+        ctx.color_trc = _BT709
+        ctx.color_range = _RANGE_MPEG
+        # yuv420p arrays are copied into one frame reused for every picture: x264 copies its input before
+        # encode() returns, and a fresh frame each time costs an allocation and page faults (a third of a
+        # millisecond at 720p) for nothing.
+        slot = _yuv420_slot(width, height) if pixel_format == "yuv420p" else None
+        for array in frames:
+            if array.shape != expected or array.dtype != np.uint8:
+                raise ValueError(
+                    f"frame {count}: expected a uint8 array of shape {expected}, got {array.dtype} {array.shape}"
+                )
+            if slot is not None:
+                frame, planes = slot
+                for plane, source in zip(planes, yuv420_planes(np.ascontiguousarray(array)), strict=True):
+                    plane[...] = source
+            else:
+                frame = _to_video_frame(array, pixel_format, threads)
+            frame.pts = count
+            frame.time_base = Fraction(1, fps)
+            for packet in stream.encode(frame):
                 container.mux(packet)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        if isinstance(exc, av.FFmpegError):
-            raise JobFailed(f"Video encoding failed: {exc}", code="engine_error") from exc
-        raise
-    if count == 0:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise ValueError("no frames to encode")
-    return VideoInfo(
-        duration=round(count / fps, 3),
-        width=width,
-        height=height,
-        fps=fps,
-        frames=count,
-        codec="h264",
-        bytes=path.stat().st_size,
-    )
+            count += 1
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return written(path, count, fps=fps, width=width, height=height)
 
 
 def probe(path: Path) -> VideoInfo:
@@ -313,3 +297,33 @@ def _check_even(height: int, width: int) -> tuple[int, int]:
     if width <= 0 or height <= 0 or width % 2 or height % 2:
         raise ValueError(f"width and height must be positive and even for yuv420p, got {width}x{height}")
     return height, width
+
+
+@contextlib.contextmanager
+def removed_on_failure(path: Path) -> Iterator[None]:
+    """Writing ``path``: on any failure the half-written file is removed, and an FFmpeg error becomes JobFailed."""
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        if isinstance(exc, av.FFmpegError):
+            raise JobFailed(f"Video encoding failed: {exc}", code="engine_error") from exc
+        raise
+
+
+def written(path: Path, count: int, *, fps: int, width: int, height: int) -> VideoInfo:
+    """The VideoInfo of an H.264 MP4 just written with ``count`` frames; a file with none is removed and refused."""
+    if count == 0:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise ValueError("no frames to encode")
+    return VideoInfo(
+        duration=round(count / fps, 3),
+        width=width,
+        height=height,
+        fps=fps,
+        frames=count,
+        codec="h264",
+        bytes=path.stat().st_size,
+    )

@@ -18,7 +18,6 @@ one reference frame, no deblocking, no B-frames), tagged BT.709 limited range, i
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,8 +28,7 @@ import av
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from vidqueue.errors import JobFailed
-from vidqueue.media.encode import yuv420_planes, yuv420_shape
+from vidqueue.media.encode import removed_on_failure, written, yuv420_planes, yuv420_shape
 from vidqueue.media.types import VideoInfo
 
 _MB = 16
@@ -442,37 +440,21 @@ def encode_exact_mp4(updates: Iterable[FrameUpdate], *, width: int, height: int,
     encoder = ExactH264Encoder(width, height, fps)
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    try:
-        # faststart moves the index before the media data in a second pass, so a browser can start playing
-        # before the whole file has arrived.
-        with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_mux_stream("h264", rate=fps, width=width, height=height)
-            stream.time_base = Fraction(1, fps)
-            for update in updates:
-                packet = av.Packet(encoder.encode(update.frame, update.damage))
-                packet.stream = stream
-                packet.pts = packet.dts = count
-                packet.duration = 1
-                packet.time_base = Fraction(1, fps)
-                packet.is_keyframe = count == 0
-                container.mux(packet)
-                count += 1
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        if isinstance(exc, av.FFmpegError):
-            raise JobFailed(f"Video encoding failed: {exc}", code="engine_error") from exc
-        raise
-    if count == 0:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise ValueError("no frames to encode")
-    return VideoInfo(
-        duration=round(count / fps, 3),
-        width=width,
-        height=height,
-        fps=fps,
-        frames=count,
-        codec="h264",
-        bytes=path.stat().st_size,
-    )
+    # faststart moves the index before the media data in a second pass, so a browser can start playing
+    # before the whole file has arrived.
+    with (
+        removed_on_failure(path),
+        av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container,
+    ):
+        stream = container.add_mux_stream("h264", rate=fps, width=width, height=height)
+        stream.time_base = Fraction(1, fps)
+        for update in updates:
+            packet = av.Packet(encoder.encode(update.frame, update.damage))
+            packet.stream = stream
+            packet.pts = packet.dts = count
+            packet.duration = 1
+            packet.time_base = Fraction(1, fps)
+            packet.is_keyframe = count == 0
+            container.mux(packet)
+            count += 1
+    return written(path, count, fps=fps, width=width, height=height)
