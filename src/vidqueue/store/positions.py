@@ -27,6 +27,26 @@ _ONE = """SELECT {i} AS i,
   + 1 AS position"""
 
 
+def row_position_sql(row: str) -> str:
+    """The position of row ``row`` of an enclosing ``SELECT … FROM requests`` (SQLite), or NULL when it is not
+    queued: a read of requests answers their positions in the same statement."""
+    return _ROW_POSITION.format(row=row)
+
+
+_ROW_POSITION = f"""CASE WHEN {{row}}.status = 'queued' THEN
+    (SELECT coalesce(sum(b.n), 0) FROM queue_buckets b
+     WHERE b.level = 1
+       AND (b.priority > {{row}}.priority
+            OR (b.priority = {{row}}.priority AND b.bucket < ({{row}}.seq >> {LARGE_BITS}))))
+  + (SELECT coalesce(sum(b.n), 0) FROM queue_buckets b
+     WHERE b.level = 0 AND b.priority = {{row}}.priority
+       AND b.bucket >= (({{row}}.seq >> {LARGE_BITS}) << {LARGE_BITS - SMALL_BITS})
+       AND b.bucket < ({{row}}.seq >> {SMALL_BITS}))
+  + (SELECT count(*) FROM requests q INDEXED BY ix_requests_claim
+     WHERE q.status = 'queued' AND q.priority = {{row}}.priority
+       AND q.seq >= (({{row}}.seq >> {SMALL_BITS}) << {SMALL_BITS}) AND q.seq < {{row}}.seq)
+  + 1 END"""
+
 #: The position of a row just inserted (SQLite, inside the insert's transaction; one ``?``: its priority).
 NEWEST_POSITION_SQL = "SELECT coalesce(sum(n), 0) FROM queue_buckets WHERE level = 1 AND priority >= ?"
 

@@ -21,7 +21,13 @@ from vidqueue.errors import LeaseLost, NotFound, StoreDamaged, StoreUnavailable
 from vidqueue.store import changes, claims, migrate, postgres
 from vidqueue.store.admission import admission_from, admission_lock, admission_statement
 from vidqueue.store.deliveries import SqlDeliveries
-from vidqueue.store.positions import NEWEST_POSITION_SQL, position_params, position_sql, position_statement
+from vidqueue.store.positions import (
+    NEWEST_POSITION_SQL,
+    position_params,
+    position_sql,
+    position_statement,
+    row_position_sql,
+)
 from vidqueue.store.pruning import SqlPruning
 from vidqueue.store.records import (
     Admission,
@@ -153,8 +159,11 @@ class _FastSqlite:
         self._path = engine.url.database or ""
         self._write_lock = write_lock
         # The sqlite dialect compiles bind parameters to "?", in the order they appear.
-        self._sql_get = str(_GET.compile(dialect=engine.dialect))
-        self._sql_get_org = str(_GET_IN_ORG.compile(dialect=engine.dialect))
+        # One statement answers the row and, when it is queued, its position (see positions.ROW_POSITION_SQL).
+        columns = ", ".join(f"r.{c.name}" for c in requests.c)
+        get = f"SELECT {columns}, {row_position_sql('r')} AS queue_position FROM requests r WHERE r.request_id = ?"
+        self._sql_get = get
+        self._sql_get_org = get + " AND r.org_id = ?"
         self._insert_columns = [c.name for c in requests.c if c.name != "seq"]
         self._sql_insert = str(sa.insert(requests).compile(dialect=engine.dialect, column_keys=self._insert_columns))
         self._sql_admission = admission_statement("sqlite").text  # named :params, which sqlite3 binds as they are
@@ -472,6 +481,9 @@ class SqlStore(SqlDeliveries, SqlPruning):
                 row = conn.execute(query, {"rid": request_id, "org": org_id}).one_or_none()
         if row is None:
             return None
+        if isinstance(row, dict) and "queue_position" in row:  # read in the same statement (SQLite)
+            position = row.pop("queue_position")
+            return _record(row, position)
         return _record(row, self._positions([row]).get(request_id))
 
     def list(
@@ -505,11 +517,18 @@ class SqlStore(SqlDeliveries, SqlPruning):
         with self._read() as conn:
             # The kept counts (migration 0007): a sum over the organisation's few (model, status) rows.
             total = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(_C.n), 0)).where(*counted)).scalar_one())
-            rows = conn.execute(sa.select(requests).where(*page_where).order_by(order).limit(limit + 1)).all()
+            page = sa.select(requests).where(*page_where).order_by(order).limit(limit + 1)
+            if self._fast is not None:
+                # SQLite: each queued row's position in the same statement (no second read for the page).
+                page = page.add_columns(sa.literal_column(row_position_sql("requests")).label("queue_position"))
+            rows = conn.execute(page).all()
             more = len(rows) > limit
             rows = rows[:limit]
-        positions = self._positions(rows)
-        items = [_record(r, positions.get(r.request_id)) for r in rows]
+        if self._fast is not None:
+            items = [_record(r, r.queue_position) for r in rows]
+        else:
+            positions = self._positions(rows)
+            items = [_record(r, positions.get(r.request_id)) for r in rows]
         return Page(items=items, total=total, next_cursor=encode_cursor(items[-1].seq) if more else None)
 
     def cancel(self, request_id: str, org_id: str) -> RequestRecord:
