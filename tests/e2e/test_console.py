@@ -1,18 +1,20 @@
-"""The web console in headless Chromium (Debian's package, driven by Selenium) against the real server on loopback."""
+"""The web console in headless Chromium (Debian's package, driven by Selenium) against the real server on loopback.
+
+Issue 19, part 1: Submit takes you to the new request, followed live; the form keeps its values per model and fits
+1280x800; the list shows prompts and thumbnails, as a list or a gallery; the header names the organisation; the
+player fits the window; cancel asks first; status badges; a favicon; axe-core finds nothing serious or critical.
+"""
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -20,18 +22,39 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
-from tests.support import Server, running_server, submit
+from tests.e2e.console_browser import (
+    DESKTOP,
+    PHONE,
+    axe_violations,
+    browser_errors,
+    choose_model,
+    chromium,
+    item,
+    items,
+    sign_in,
+    submit_form,
+    type_prompt,
+    until,
+    viewport,
+)
+from tests.support import BASE, SDK_BASE, Server, running_server, submit
 
 pytestmark = pytest.mark.slow
 
-T = TypeVar("T")
-SEED_MODELS = ("kling-v2-5-turbo", "Kling-Text2Video-V2-Master")
+TURBO, MASTER = "kling-v2-5-turbo", "Kling-Text2Video-V2-Master"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    # Enough emulated latency to watch progress and to cancel midway.
+    # Enough emulated latency to watch progress.
     with running_server(tmp_path_factory.mktemp("console"), workers=2, VIDQUEUE_EMULATOR_LATENCY_S="3") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # No workers: what is submitted stays queued, so a cancel always finds it unfinished.
+    with running_server(tmp_path_factory.mktemp("console-idle"), workers=0) as srv:
         yield srv
 
 
@@ -48,14 +71,16 @@ def failing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
 
 
 @pytest.fixture()
-def shots(tmp_path: Path) -> Callable[[WebDriver, str], Path]:
+def shots(tmp_path: Path) -> Callable[..., Path]:
     """Save a screenshot; VIDQUEUE_CONSOLE_SCREENSHOTS names a folder to keep them in (docs/console/ holds a set)."""
     folder = Path(os.environ.get("VIDQUEUE_CONSOLE_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
 
-    def save(driver: WebDriver, name: str) -> Path:
+    def save(driver: WebDriver, name: str, top: bool = True) -> Path:
         path = folder / f"{name}.png"
-        driver.execute_script("window.scrollTo(0, 0)")
+        if top:
+            driver.execute_script("window.scrollTo(0, 0)")
+            until(lambda: driver.execute_script("return scrollY") == 0, what="the top of the page")
         assert driver.save_screenshot(str(path))
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         return path
@@ -65,141 +90,331 @@ def shots(tmp_path: Path) -> Callable[[WebDriver, str], Path]:
 
 @pytest.fixture()
 def browser() -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
-def until(check: Callable[[], T | None], timeout: float = 30, what: str = "the page") -> T:
-    """Poll ``check`` until it answers something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except Exception:  # an element replaced mid-read: look again
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def api_of(server: Server) -> httpx.Client:
+    """A client of the server's first key."""
+    return server.client()
 
 
-def rows(driver: WebDriver) -> list[dict[str, Any]]:
-    """The requests table as the user sees it."""
-    out = []
-    for tr in driver.find_elements(By.CSS_SELECTOR, "#requests tbody tr"):
-        bar = tr.find_element(By.TAG_NAME, "progress")
-        out.append(
-            {
-                "id": tr.get_attribute("data-id"),
-                "status": tr.get_attribute("data-status"),
-                "progress": float(bar.get_attribute("value") or 0),
-            }
-        )
-    return out
+def accessible(driver: WebDriver, where: str) -> None:
+    """axe-core finds no serious or critical violation on the page as it is now."""
+    found = axe_violations(driver)
+    assert not found, f"{where}: {found}"
 
 
-def fill_and_submit(driver: WebDriver, model: str, prompt: str) -> None:
-    Select(driver.find_element(By.ID, "model")).select_by_value(model)
-    # The form is rebuilt from the model's parameters; it says which model it shows when done.
-    until(lambda: driver.find_elements(By.CSS_SELECTOR, f'#fields[data-model="{model}"] #f-prompt'), what="the form")
-    prompt_box = driver.find_element(By.ID, "f-prompt")
-    prompt_box.clear()
-    driver.execute_script(
-        "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'))", prompt_box, prompt
+def in_view(driver: WebDriver, element: WebElement) -> bool:
+    """The whole element lies inside the viewport as the page stands (no scrolling)."""
+    box = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect();"
+        "return [r.top, r.bottom, r.left, r.right, innerHeight, innerWidth]",
+        element,
     )
-    driver.find_element(By.ID, "submit-button").click()
+    top, bottom, left, right, height, width = box
+    return bool(top >= 0 and left >= 0 and bottom <= height and right <= width and bottom > top)
 
 
-def test_a_user_signs_in_submits_watches_plays_cancels_and_sees_validation(
-    server: Server, browser: WebDriver, shots: Callable[[WebDriver, str], Path]
-) -> None:
-    ui = f"{server.url}/ui/"
-    assert httpx.get(ui).headers["content-type"].startswith("text/html")
-    browser.get(ui)
-    browser.find_element(By.ID, "apikey").send_keys(server.key or "")
+def fact(driver: WebDriver, name: str) -> str:
+    """A fact of the request page (Status, Progress, …) as shown (read in one go: the page redraws them live)."""
+    text: str = driver.execute_script(
+        "const dd = document.querySelector(`[data-fact='${arguments[0]}']`); return dd ? dd.innerText.trim() : ''",
+        name,
+    )
+    return text
+
+
+def status_badge(driver: WebDriver) -> str:
+    """The classes of the request page's status badge."""
+    classes: str = driver.execute_script(
+        "const b = document.querySelector('[data-fact=Status] .badge'); return b ? b.className : ''"
+    )
+    return classes
+
+
+# -- who you are, and the page's furniture ------------------------------------------------------------------
+
+
+def test_whoami_names_the_keys_organisation_on_both_base_paths(server: Server) -> None:
+    for base in (BASE, SDK_BASE):
+        with server.client(base=base) as api:
+            me = api.get("/whoami")
+            assert me.status_code == 200, me.text
+            assert me.json() == {"org_id": "default", "key_prefix": (server.key or "")[:10]}
+    other = server.create_key("acme")
+    with server.client(other) as api:
+        assert api.get("/whoami").json() == {"org_id": "acme", "key_prefix": other[:10]}
+    assert httpx.get(f"{server.url}{BASE}/whoami").status_code == 401
+
+
+def test_signing_in_shows_the_organisation_and_the_page_has_a_favicon(idle_server: Server, browser: WebDriver) -> None:
+    browser.get(f"{idle_server.url}/ui/")
+    until(lambda: browser.switch_to.active_element.get_attribute("id") == "apikey", what="focus on the key field")
+    accessible(browser, "the sign-in page")
+    browser.find_element(By.ID, "apikey").send_keys(idle_server.key or "")
     browser.find_element(By.CSS_SELECTOR, "#signin-form button").click()
     until(lambda: browser.find_element(By.ID, "dashboard").is_displayed(), what="the dashboard")
+    # The header says whose key this is.
+    assert until(lambda: browser.find_element(By.ID, "org").text, what="the organisation") == "default"
+    assert f"{(idle_server.key or '')[:10]}…" in browser.find_element(By.ID, "whoami").text
     # The key lives in session storage only.
-    assert browser.execute_script("return sessionStorage.getItem('vidqueue.key')") == server.key
+    assert browser.execute_script("return sessionStorage.getItem('vidqueue.key')") == idle_server.key
     assert browser.execute_script("return localStorage.length") == 0
 
-    # Submit to each seed model; both appear, newest first, and progress moves.
-    for model in SEED_MODELS:
-        fill_and_submit(browser, model, f"a paper boat on a pond, from {model}")
-        until(
-            lambda m=model: any(r for r in rows(browser)) and len(rows(browser)) >= SEED_MODELS.index(m) + 1,
-            what=f"the {model} request",
-        )
-    seen = until(
-        lambda: [r for r in rows(browser) if r["status"] == "processing" and 0 < r["progress"] < 100], what="progress"
-    )
-    assert seen
-    shots(browser, "desktop-list")
-    listed = rows(browser)
-    assert len(listed) == 2
+    # A favicon, served by the console, and nothing the page asked for was missing.
+    icon = browser.find_element(By.CSS_SELECTOR, "link[rel=icon]").get_attribute("href")
+    assert icon
+    answer = httpx.get(icon)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("image/svg+xml")
+    assert answer.text.startswith("<svg")
+    assert not [line for line in browser_errors(browser) if "404" in line]
 
-    # Play the result: the player's duration is the requested 5 s.
-    first = listed[-1]["id"]
-    until(lambda: any(r["status"] == "success" for r in rows(browser) if r["id"] == first), timeout=60, what="success")
-    browser.find_element(By.CSS_SELECTOR, f'#requests tr[data-id="{first}"] a').click()
-    until(lambda: browser.find_elements(By.ID, "video"), what="the video player")
-    duration = until(
-        lambda: browser.execute_script("return document.getElementById('video').duration"), what="video metadata"
-    )
+    browser.find_element(By.ID, "signout").click()
+    until(lambda: browser.find_element(By.ID, "signin").is_displayed(), what="the sign-in page")
+    assert not browser.find_element(By.ID, "nav").is_displayed()
+    assert browser.execute_script("return sessionStorage.getItem('vidqueue.key')") is None
+
+
+# -- submitting: the form, and where it takes you -------------------------------------------------------------
+
+
+def test_submit_is_visible_at_1280x800_and_takes_you_to_the_request_followed_live(
+    server: Server, browser: WebDriver, shots: Callable[..., Path]
+) -> None:
+    sign_in(browser, server)
+    # Compact enough that Submit is on screen at 1280x800 whatever the model, without scrolling.
+    for model in (TURBO, MASTER):
+        choose_model(browser, model)
+        assert in_view(browser, browser.find_element(By.ID, "submit-button")), model
+    # The image's rules are said once.
+    choose_model(browser, TURBO)
+    image_field = browser.find_element(By.ID, "f-image").find_element(By.XPATH, "..").text
+    assert image_field.count("10 MB") == 1 and image_field.count("300 px") == 1
+
+    prompt = "a paper boat on a pond at dusk, followed live"
+    request_id = submit_form(browser, TURBO, prompt)
+    # The new request's page: it says so, names it by its prompt, and follows it as it runs.
+    notice = until(lambda: browser.find_element(By.ID, "detail-notice").text, what="the confirmation")
+    assert "Submitted" in notice
+    assert browser.find_element(By.ID, "detail-title").text == prompt
+    assert browser.switch_to.active_element.get_attribute("id") == "detail-title"
+    progress_seen = set()
+    statuses_seen = set()
+
+    def watched() -> bool:
+        statuses_seen.add(fact(browser, "Status"))
+        progress_seen.add(fact(browser, "Progress"))
+        return bool(browser.find_elements(By.ID, "video"))
+
+    until(watched, timeout=60, what="the video, without reloading")
+    assert "processing" in statuses_seen, statuses_seen
+    assert progress_seen - {"0%", "100%"}, progress_seen  # progress moved on the page itself
+    assert fact(browser, "Status") == "success"
+    assert "badge-success" in status_badge(browser)
+
+    # The player fits the window: its controls (drawn along its bottom edge) and Download are in view.
+    video = browser.find_element(By.ID, "video")
+    duration = until(lambda: browser.execute_script("return arguments[0].duration", video), what="video metadata")
     assert abs(float(duration) - 5.0) <= 0.5
-    poster = browser.find_element(By.ID, "video").get_attribute("poster")
+    assert video.get_attribute("controls") is not None
+    assert in_view(browser, video)
+    assert in_view(browser, browser.find_element(By.ID, "download"))
+    poster = video.get_attribute("poster")
     assert poster and "thumbnail" in poster
-    assert browser.find_element(By.ID, "download").get_attribute("href")
+    assert browser.find_element(By.ID, "download").get_attribute("href") == video.get_attribute("src")
+    accessible(browser, "a finished request's page")
     shots(browser, "desktop-request")
 
-    # Cancel a fresh request from its page.
-    browser.find_element(By.CSS_SELECTOR, "#detail a[href='#/']").click()
-    until(lambda: browser.find_element(By.ID, "dashboard").is_displayed())
-    fill_and_submit(browser, SEED_MODELS[0], "a request to cancel")
-    newest = until(
-        lambda: [r for r in rows(browser) if r["id"] not in {x["id"] for x in listed}], what="the new request"
-    )[0]
-    browser.get(f"{ui}#/requests/{newest['id']}")
-    cancel = until(
-        lambda: browser.find_element(By.ID, "cancel") if browser.find_element(By.ID, "cancel").is_displayed() else None
-    )
-    cancel.click()
-    until(lambda: browser.find_element(By.CSS_SELECTOR, "[data-fact=Status]").text == "cancelled", what="cancelled")
-    assert not browser.find_element(By.ID, "cancel").is_displayed()
+    # Back to the list: the request is first, highlighted, with its prompt and thumbnail; the form kept its values.
+    browser.find_element(By.CSS_SELECTOR, "#detail .back a").click()
+    until(lambda: browser.find_element(By.ID, "dashboard").is_displayed(), what="the dashboard")
+    first = until(lambda: (found := items(browser)) and found[0]["thumbnailLoaded"] and found[0], what="the list")
+    assert first["id"] == request_id
+    assert first["fresh"]
+    assert first["title"] == prompt
+    assert first["badge"] == "success"
+    assert browser.find_element(By.ID, "f-prompt").get_attribute("value") == prompt
 
-    # A 2501-character prompt: the server's 400 is shown next to the prompt field.
-    browser.get(ui)
-    until(lambda: browser.find_element(By.ID, "dashboard").is_displayed())
-    fill_and_submit(browser, SEED_MODELS[1], "x" * 2501)
+
+def test_the_form_keeps_its_values_per_model_and_a_portrait_video_fits_too(server: Server, browser: WebDriver) -> None:
+    sign_in(browser, server)
+    choose_model(browser, TURBO)
+    type_prompt(browser, "turbo's draft")
+    Select(browser.find_element(By.ID, "f-duration")).select_by_value("10")
+    choose_model(browser, MASTER)
+    type_prompt(browser, "master's draft, tall")
+    Select(browser.find_element(By.ID, "f-aspect_ratio")).select_by_value("9:16")
+
+    def shown() -> tuple[str, str, str | None]:
+        prompt = browser.find_element(By.ID, "f-prompt").get_attribute("value") or ""
+        duration = Select(browser.find_element(By.ID, "f-duration")).first_selected_option.text
+        shapes = browser.find_elements(By.ID, "f-aspect_ratio")
+        return prompt, duration, Select(shapes[0]).first_selected_option.text if shapes else None
+
+    choose_model(browser, TURBO)
+    assert shown() == ("turbo's draft", "10", None)
+    choose_model(browser, MASTER)
+    assert shown() == ("master's draft, tall", "5", "9:16")
+    # A reload (same tab) keeps the model and its values.
+    browser.refresh()
+    until(lambda: browser.find_elements(By.CSS_SELECTOR, f'#fields[data-model="{MASTER}"] #f-prompt'), what="form")
+    assert shown() == ("master's draft, tall", "5", "9:16")
+
+    request_id = submit_form(browser, MASTER, "master's draft, tall")
+    with api_of(server) as api:
+        sent = api.get(f"/requests/{request_id}").json()
+    assert sent["payload"]["aspect_ratio"] == "9:16"
+    # A portrait video fits the window as well.
+    video = until(lambda: browser.find_element(By.ID, "video"), timeout=60, what="the video")
+    until(lambda: browser.execute_script("return arguments[0].videoHeight", video), what="video metadata")
+    assert in_view(browser, video)
+    assert in_view(browser, browser.find_element(By.ID, "download"))
+    browser.execute_script("history.back()")
+    until(lambda: browser.find_element(By.ID, "dashboard").is_displayed(), what="the dashboard")
+    until(lambda: browser.find_elements(By.CSS_SELECTOR, f'#fields[data-model="{MASTER}"] #f-prompt'), what="form")
+    assert shown() == ("master's draft, tall", "5", "9:16")
+
+
+def test_server_validation_is_shown_beside_the_field(idle_server: Server, browser: WebDriver) -> None:
+    sign_in(browser, idle_server)
+    choose_model(browser, MASTER)
+    type_prompt(browser, "x" * 2501)
+    browser.find_element(By.ID, "submit-button").click()
     message = until(lambda: browser.find_element(By.ID, "f-prompt-error").text, what="the prompt's error")
     assert "2500" in message
     assert browser.find_element(By.ID, "f-prompt").get_attribute("aria-invalid") == "true"
     assert "2501 / 2500" in browser.find_element(By.ID, "f-prompt-count").text
+    assert browser.execute_script("return location.hash") == "#/"  # nothing was sent, so nowhere to go
+    accessible(browser, "the form with an error on show")
 
-    # Phone-sized: the same page, one column, still usable.
-    browser.set_window_size(390, 844)
-    time.sleep(0.3)
-    width = browser.execute_script("return document.documentElement.scrollWidth")
-    assert width <= 400  # no sideways scrolling
-    shots(browser, "phone-list")
 
+# -- the list -------------------------------------------------------------------------------------------------
+
+LONG_PROMPT = "a lighthouse keeper's cat watching the storm roll in over the harbour, " * 4
+
+
+def test_the_list_shows_prompts_and_thumbnails_as_a_list_or_a_gallery(
+    server: Server, browser: WebDriver, shots: Callable[..., Path]
+) -> None:
+    prompts = ["a fox in fresh snow", LONG_PROMPT.strip(), "paper lanterns over a river, 16:9"]
+    with api_of(server) as api:
+        ids = [submit(api, MASTER, {"prompt": p})["request_id"] for p in prompts]
+    sign_in(browser, server)
+
+    # Running requests show their prompt, a badge and a bar at once; thumbnails come as each one finishes.
+    def listed() -> dict[str, dict[str, Any]]:
+        return {i["id"]: i for i in items(browser) if i["id"] in ids}
+
+    until(lambda: len(listed()) == len(ids), what="the new requests")
+
+    # Two workers, three requests: the third runs alone after the first two finish, so at some moment the list
+    # shows finished requests' thumbnails beside one that is running.
+    def running_beside_finished() -> bool:
+        now = items(browser)
+        running = [i for i in now if i["status"] == "processing" and 0 < i["progress"] < 100]
+        return bool(running) and any(i["thumbnailLoaded"] for i in now)
+
+    until(running_beside_finished, timeout=60, what="thumbnails beside a running request")
+    accessible(browser, "the list, live")
+    shots(browser, "desktop-list")
+    until(lambda: all(i["thumbnailLoaded"] for i in listed().values()), timeout=90, what="every thumbnail")
+    shown = listed()
+    assert [shown[i]["title"] for i in ids[::2]] == prompts[::2]
+    long = shown[ids[1]]["title"]
+    assert long.endswith("…") and len(long) <= 140 and prompts[1].startswith(long[:-1])
+    assert all(s["badge"] == "success" and s["status"] == "success" for s in shown.values())
+    accessible(browser, "the list")
+
+    # The gallery: thumbnails side by side, several to a row, each big enough to tell apart.
+    browser.find_element(By.ID, "view-grid").click()
+    assert browser.find_element(By.ID, "view-grid").get_attribute("aria-pressed") == "true"
+
+    def gallery() -> list[dict[str, float]]:
+        boxes: list[dict[str, float]] = browser.execute_script(
+            "return [...document.querySelectorAll('#requests > li .thumb')].map((t) => t.getBoundingClientRect())"
+        )
+        return boxes
+
+    until(lambda: len({round(b["top"]) for b in gallery()[:3]}) == 1, what="three thumbnails in a row")
+    assert all(b["width"] >= 180 for b in gallery())
+    accessible(browser, "the gallery")
+    shots(browser, "desktop-grid")
+    # The choice of view lasts the session.
+    browser.refresh()
+    until(lambda: browser.find_element(By.ID, "view-grid").get_attribute("aria-pressed") == "true", what="grid")
+    until(lambda: len(items(browser)) >= 3, what="the list after a reload")
+
+    # On a phone: one column, no sideways scrolling, the gallery two across.
+    viewport(browser, *PHONE)
+    until(lambda: len({round(b["top"]) for b in gallery()[:2]}) == 1, what="two thumbnails in a row on a phone")
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= PHONE[0]
+    accessible(browser, "the gallery on a phone")
+    browser.find_element(By.ID, "view-list").click()
+    until(lambda: browser.find_element(By.ID, "view-list").get_attribute("aria-pressed") == "true", what="list")
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= PHONE[0]
+    # The list is below the form; a link at the form's top leads down to it.
+    browser.find_element(By.ID, "to-list").click()
+    until(lambda: in_view(browser, browser.find_element(By.ID, "list-title")), what="the list in view")
+    assert browser.switch_to.active_element.get_attribute("id") == "list-title"
+    shots(browser, "phone-list", top=False)
+    viewport(browser, *DESKTOP)
+
+
+# -- cancelling ---------------------------------------------------------------------------------------------
+
+
+def test_cancel_asks_first_and_cancelled_has_a_badge(idle_server: Server, browser: WebDriver) -> None:
+    with api_of(idle_server) as api:
+        request_id = submit(api, TURBO, {"prompt": "a request to cancel"})["request_id"]
+    sign_in(browser, idle_server, f"#/requests/{request_id}")
+    until(lambda: browser.find_element(By.ID, "cancel").is_displayed(), what="Cancel")
+    cancel = browser.find_element(By.ID, "cancel")
+    assert "badge-queued" in status_badge(browser)
+    dialog = browser.find_element(By.ID, "confirm-cancel")
+
+    # Asked, and kept: nothing happens, and the keyboard is back on Cancel.
+    cancel.click()
+    until(lambda: dialog.get_attribute("open") is not None, what="the question")
+    assert browser.switch_to.active_element.get_attribute("id") == "confirm-keep"
+    assert "Cancel this request?" in dialog.text
+    accessible(browser, "the cancel dialog")
+    browser.find_element(By.ID, "confirm-keep").click()
+    until(lambda: dialog.get_attribute("open") is None, what="the dialog to close")
+    assert browser.switch_to.active_element.get_attribute("id") == "cancel"
+    with api_of(idle_server) as api:
+        assert api.get(f"/requests/{request_id}").json()["status"] == "queued"
+
+    # Escape is "no" as well.
+    cancel.click()
+    until(lambda: dialog.get_attribute("open") is not None, what="the question again")
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    until(lambda: dialog.get_attribute("open") is None, what="Escape to close the dialog")
+    with api_of(idle_server) as api:
+        assert api.get(f"/requests/{request_id}").json()["status"] == "queued"
+
+    # Asked, and confirmed: cancelled, with its badge, here and in the list.
+    cancel.click()
+    until(lambda: dialog.get_attribute("open") is not None, what="the question a third time")
+    browser.find_element(By.ID, "confirm-yes").click()
+    until(lambda: fact(browser, "Status") == "cancelled", what="cancelled")
+    assert "badge-cancelled" in status_badge(browser)
+    assert not browser.find_element(By.ID, "cancel").is_displayed()
+    with api_of(idle_server) as api:
+        assert api.get(f"/requests/{request_id}").json()["status"] == "cancelled"
+    browser.find_element(By.CSS_SELECTOR, "#detail .back a").click()
+    until(lambda: (found := item(browser, request_id)) and found["badge"] == "cancelled", what="the list's badge")
+    # A badge is a coloured pill of its own, not bare text.
+    background = browser.execute_script(
+        "return getComputedStyle(document.querySelector(`#requests li[data-id='${arguments[0]}'] .badge`))"
+        ".backgroundColor",
+        request_id,
+    )
+    assert background not in ("rgba(0, 0, 0, 0)", "transparent")
+
+
+# -- keyboard only, uploads, pages, failures, contrast --------------------------------------------------------
 
 # WCAG 2 contrast of every visible piece of text and every form control against the background behind it.
 CONTRAST_JS = (Path(__file__).parent / "contrast.js").read_text()
@@ -209,7 +424,7 @@ def contrast_failures(driver: WebDriver) -> list[dict[str, Any]]:
     """Text on the page whose contrast is below WCAG AA (4.5:1, or 3:1 for large text)."""
     found = driver.execute_script(CONTRAST_JS)
     assert found, "no text was measured"
-    return [item for item in found if item["ratio"] < item["need"]]
+    return [entry for entry in found if entry["ratio"] < entry["need"]]
 
 
 def tab_to(
@@ -234,6 +449,11 @@ def by_id(name: str) -> Callable[[WebElement], bool]:
     return lambda element: element.get_attribute("id") == name
 
 
+def link_to(request_id: str) -> Callable[[WebElement], bool]:
+    """A predicate: the element is the link to a request's page."""
+    return lambda element: (element.get_attribute("href") or "").endswith(f"#/requests/{request_id}")
+
+
 def png(path: Path, width: int, height: int, noise: bool = False) -> Path:
     """Write a PNG of the given size (noise makes it incompressible, to test the size rule)."""
     if noise:
@@ -250,13 +470,10 @@ def listed_total(driver: WebDriver) -> int:
 
 
 def test_keyboard_only_with_uploads_pages_failures_and_readable_contrast(
-    failing_server: Server, browser: WebDriver, tmp_path: Path, shots: Callable[[WebDriver, str], Path]
+    failing_server: Server, browser: WebDriver, tmp_path: Path, shots: Callable[..., Path]
 ) -> None:
-    api = httpx.Client(
-        base_url=f"{failing_server.url}/api/v1/ie/requestqueue/apikey",
-        headers={"Authorization": f"Bearer {failing_server.key}"},
-    )
-    seeded = [submit(api, SEED_MODELS[1], {"prompt": f"seeded {i}"})["request_id"] for i in range(12)]
+    api = failing_server.client()
+    seeded = [submit(api, MASTER, {"prompt": f"seeded {i}"})["request_id"] for i in range(12)]
 
     # Sign in with the keyboard alone: the key field has focus, Enter signs in.
     browser.get(f"{failing_server.url}/ui/")
@@ -265,70 +482,87 @@ def test_keyboard_only_with_uploads_pages_failures_and_readable_contrast(
     until(lambda: browser.find_element(By.ID, "dashboard").is_displayed(), what="the dashboard")
     until(lambda: listed_total(browser) == 12, what="the seeded requests")
     # Newest first, ten to a page.
-    until(lambda: [r["id"] for r in rows(browser)] == seeded[::-1][:10], what="the first page")
+    until(lambda: [i["id"] for i in items(browser)] == seeded[::-1][:10], what="the first page")
 
     # Image upload, checked before sending: too small, too narrow, too big are refused beside the field.
-    until(lambda: browser.find_elements(By.CSS_SELECTOR, f'#fields[data-model="{SEED_MODELS[0]}"] #f-image-file'))
-    upload = browser.find_element(By.ID, "f-image-file")
+    until(lambda: browser.find_elements(By.CSS_SELECTOR, f'#fields[data-model="{TURBO}"] #f-image-file'))
     refusals = {
         "at least 300 px": png(tmp_path / "small.png", 200, 200),
         "between 1:2.5 and 2.5:1": png(tmp_path / "narrow.png", 300, 900),
         "at most 10 MB": png(tmp_path / "huge.png", 2000, 1900, noise=True),
     }
     for message, path in refusals.items():
-        upload.send_keys(str(path))
-        until(lambda m=message: m in browser.find_element(By.ID, "f-image-error").text, what=f"the refusal {message!r}")
+        browser.find_element(By.ID, "f-image-file").send_keys(str(path))
+
+        def refused(m: str = message) -> bool:
+            return m in browser.find_element(By.ID, "f-image-error").text
+
+        until(refused, what=f"the refusal {message!r}")
         assert not browser.find_element(By.ID, "image-preview").is_displayed()
     contrast = contrast_failures(browser)  # with an error on show
     assert not contrast, contrast
-    upload.send_keys(str(png(tmp_path / "good.png", 640, 360)))
+    browser.find_element(By.ID, "f-image-file").send_keys(str(png(tmp_path / "good.png", 640, 360)))
     preview = browser.find_element(By.ID, "image-preview")
     until(preview.is_displayed, what="the preview")
     assert until(lambda: browser.execute_script("return arguments[0].naturalWidth", preview)) == 640
     assert browser.find_element(By.ID, "f-image-error").text == ""
     assert listed_total(browser) == 12  # nothing refused was sent
 
-    # Fill the prompt and submit, by keyboard.
+    # Fill the prompt and submit, by keyboard: the new request's page opens with the keyboard on its heading.
     tab_to(browser, by_id("f-prompt"), "the prompt", back=True)  # the prompt comes before the image
     ActionChains(browser).send_keys("a kite over the dunes, typed").perform()
     tab_to(browser, by_id("submit-button"), "the submit button")
     ActionChains(browser).send_keys(Keys.ENTER).perform()
-    until(lambda: listed_total(browser) == 13, what="the keyboard submit")
-    newest = rows(browser)[0]["id"]
+    newest = until(
+        lambda: (h := browser.execute_script("return location.hash")).startswith("#/requests/") and h,
+        what="the new request's page",
+    ).removeprefix("#/requests/")
+    until(lambda: browser.switch_to.active_element.get_attribute("id") == "detail-title", what="focus on the title")
     sent = api.get(f"/requests/{newest}").json()
-    assert sent["model"] == SEED_MODELS[0]
+    assert sent["model"] == TURBO
     assert sent["payload"]["prompt"] == "a kite over the dunes, typed"
     assert sent["payload"]["image"]  # the uploaded file went with it
+
+    # Back to the list by keyboard: the new request is first, highlighted.
+    tab_to(browser, lambda e: e.text == "← All requests", "the way back", back=True)
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    until(lambda: listed_total(browser) == 13, what="the list with the new request")
+    until(lambda: (found := items(browser)) and found[0]["id"] == newest and found[0]["fresh"], what="it first")
 
     # Pages: Older shows the rest, Newer comes back; reached and pressed by keyboard.
     tab_to(browser, by_id("next-page"), "Older")
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     until(lambda: browser.find_element(By.ID, "page-number").text == "Page 2", what="page 2")
-    until(lambda: [r["id"] for r in rows(browser)] == seeded[::-1][9:], what="the second page")
+    until(lambda: [i["id"] for i in items(browser)] == seeded[::-1][9:], what="the second page")
     assert browser.find_element(By.ID, "next-page").get_attribute("disabled") is not None
     # Older turned off under the keyboard's focus; focus moved to Newer rather than to the top of the page.
     assert browser.switch_to.active_element.get_attribute("id") == "prev-page"
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     until(lambda: browser.find_element(By.ID, "page-number").text == "Page 1", what="page 1 again")
-    until(lambda: rows(browser)[0]["id"] == newest, what="the newest request first again")
+    until(lambda: items(browser)[0]["id"] == newest, what="the newest request first again")
 
     # A failed request's page says why, with no player and no cancel; reached by keyboard.
-    until(lambda: rows(browser)[1]["status"] == "failed", what="a failed request")
-    failed = rows(browser)[1]["id"]
-    tab_to(browser, lambda e: e.get_attribute("aria-label") == f"Request {failed}", f"the link to {failed}", back=True)
+    until(lambda: items(browser)[1]["status"] == "failed", what="a failed request")
+    failed = items(browser)[1]["id"]
+    assert items(browser)[1]["badge"] == "failed"
+    tab_to(browser, link_to(failed), f"the link to {failed}", back=True)
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     until(lambda: browser.find_element(By.ID, "detail").is_displayed(), what="the request page")
     message = until(lambda: browser.find_element(By.ID, "detail-error").text, what="the failure message")
     assert "Emulated engine failure" in message
     assert message == api.get(f"/requests/{failed}").json()["error"]
-    assert browser.switch_to.active_element.get_attribute("id") == "detail-title"
-    assert browser.find_element(By.CSS_SELECTOR, "[data-fact=Status]").text == "failed"
+    until(lambda: browser.switch_to.active_element.get_attribute("id") == "detail-title", what="focus on the title")
+    assert fact(browser, "Status") == "failed"
     assert not browser.find_element(By.ID, "cancel").is_displayed()
     assert not browser.find_elements(By.ID, "video")
-    assert '"prompt": "seeded' in browser.find_element(By.ID, "detail-payload").text
+    payload = browser.find_element(By.ID, "detail-payload").get_attribute("textContent") or ""
+    assert '"prompt": "seeded' in payload
     contrast = contrast_failures(browser)
     assert not contrast, contrast
+    accessible(browser, "a failed request's page")
     shots(browser, "desktop-failed")
-    browser.set_window_size(390, 844)
-    assert browser.execute_script("return document.documentElement.scrollWidth") <= 400
+    viewport(browser, *PHONE)
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= PHONE[0]
+    accessible(browser, "a failed request's page on a phone")
     shots(browser, "phone-failed")
+    api.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
+from pydantic import BaseModel
 
 from vidqueue.api import operations
 from vidqueue.api.auth import Auth, Caller
@@ -60,6 +61,19 @@ def model_details(state: AppState, model_id: str, live: dict[str, list[str]]) ->
     if upstream:
         details["external_provider"] = engine  # where requests really go (else the catalog's maker)
     return details
+
+
+class WhoAmI(BaseModel):
+    """GET /whoami: whose key this is (the console's header shows it)."""
+
+    org_id: str
+    key_prefix: str
+
+
+@router.get("/whoami", response_model=None, responses={200: {"model": WhoAmI}}, summary="The caller's organisation")
+async def whoami(caller: Auth) -> Json:
+    """The organisation the key belongs to, and the key's first characters (the key itself is never stored)."""
+    return Json({"org_id": caller.org_id, "key_prefix": caller.key.prefix})
 
 
 @router.get("/models", response_model=None, responses={200: {"model": ModelList}}, summary="List the models")
