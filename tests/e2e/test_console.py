@@ -92,6 +92,9 @@ def shots(tmp_path: Path) -> Callable[..., Path]:
 def browser() -> Iterator[WebDriver]:
     with chromium() as driver:
         yield driver
+        # Whatever the test did, the console's own script never threw.
+        thrown = [line for line in browser_errors(driver) if "Uncaught" in line]
+        assert not thrown, thrown
 
 
 def api_of(server: Server) -> httpx.Client:
@@ -169,7 +172,7 @@ def test_signing_in_shows_the_organisation_and_the_page_has_a_favicon(idle_serve
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("image/svg+xml")
     assert answer.text.startswith("<svg")
-    assert not [line for line in browser_errors(browser) if "404" in line]
+    assert not [line for line in browser_errors(browser) if "404" in line or "Uncaught" in line]
 
     browser.find_element(By.ID, "signout").click()
     until(lambda: browser.find_element(By.ID, "signin").is_displayed(), what="the sign-in page")

@@ -13,7 +13,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.e2e.console_browser import chromium, item, sign_in, until
+from tests.e2e.console_browser import browser_errors, chromium, item, sign_in, until
 from tests.support import Server, running_server, submit
 
 pytestmark = pytest.mark.slow
@@ -37,6 +37,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def browser() -> Iterator[WebDriver]:
     with chromium() as driver:
         yield driver
+        # Whatever the test did, the console's own script never threw.
+        thrown = [line for line in browser_errors(driver) if "Uncaught" in line]
+        assert not thrown, thrown
 
 
 def open_console(server: Server, browser: WebDriver, hash_: str, script: str = "") -> None:

@@ -1,99 +1,27 @@
 // The vidqueue console: plain JavaScript against the public API, served by the API itself (no build, no CDN).
-"use strict";
+// This module routes between the pages (sign in, the dashboard, a request) and draws the list and a request;
+// api.js talks to the server, form.js owns the submit form, dom.js builds elements.
+import { KEY, TERMINAL, api, onRefused, readEvents, thumbnailOf, titleOf, videoOf } from "./api.js";
+import { $, age, badge, el } from "./dom.js";
+import { forgetDrafts, hasModels, installForm, loadModels } from "./form.js";
 
-const BASE = "/api/v1/ie/requestqueue/apikey";
-const KEY = "vidqueue.key";
-const DRAFTS = "vidqueue.drafts";  // the form's values, per model, for this tab
-const LAST_MODEL = "vidqueue.model";
 const VIEW = "vidqueue.view";
-const TERMINAL = new Set(["success", "failed", "cancelled"]);
-const IMAGE = { maxBytes: 10 * 1024 * 1024, minSide: 300, maxRatio: 2.5 };
 const PAGE = 10;
 // A browser opens at most six connections to one server over HTTP/1.1: the list follows at most this many
 // requests on their streams, leaving the rest for the list itself, thumbnails and the form.
 const MAX_LIST_STREAMS = 3;
-// Fields shown side by side under the prompt; every other optional field waits under "More options".
-const QUICK = new Set(["duration", "aspect_ratio"]);
-
-const $ = (id) => document.getElementById(id);
 // `back` holds the cursors of the pages before this one, so "Newer" retraces "Older".
 const state = {
-  models: [], model: null, cursor: null, back: [], nextCursor: null,
+  cursor: null, back: [], nextCursor: null,
   pollTimer: null, pollDelay: 1000, lastSeen: "", listSeq: 0, refreshQueued: false,
   listStreams: new Map(), noStream: new Set(),
   detailTimer: null, detailStream: null, fresh: null, notice: null, org: null, asking: null,
 };
 
-class ApiError extends Error {
-  constructor(status, body) {
-    super((body && body.error) || `HTTP ${status}`);
-    this.status = status;
-    this.body = body || {};
-  }
-}
-
-async function api(path, options = {}) {
-  const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}`, ...(options.headers || {}) };
-  if (options.json !== undefined) {
-    headers["Content-Type"] = "application/json";
-    options.body = JSON.stringify(options.json);
-  }
-  const resp = await fetch(BASE + path, { method: options.method || "GET", headers, body: options.body });
-  let body = null;
-  try { body = await resp.json(); } catch (_) { body = null; }
-  if (resp.status === 401) { signOut("Your key was refused; sign in again."); }
-  if (!resp.ok) throw new ApiError(resp.status, body);
-  return body;
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "text") node.textContent = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) node.append(c);
-  return node;
-}
-
-function age(seconds) {
-  const s = Math.max(0, Math.round(Date.now() / 1000 - seconds));
-  if (s < 60) return `${s}s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
-  return `${Math.floor(s / 86400)}d ago`;
-}
-
-function readJson(key, fallback) {
-  try { return JSON.parse(sessionStorage.getItem(key)) ?? fallback; } catch (_) { return fallback; }
-}
-
-// What a person calls a request: its prompt, shortened; the id where there is none.
-function titleOf(r, max = 140) {
-  const prompt = r.payload && typeof r.payload.prompt === "string" ? r.payload.prompt.trim().replace(/\s+/g, " ") : "";
-  if (!prompt) return `Request ${r.request_id.slice(0, 8)}`;
-  return prompt.length > max ? `${prompt.slice(0, max - 1)}…` : prompt;
-}
-
-function thumbnailOf(r) {
-  return (r.status === "success" && r.outcome && r.outcome.thumbnail_image_url) || null;
-}
-
-function videoOf(r) {
-  const o = r.outcome;
-  return (o && ((o.media_urls && o.media_urls[0] && o.media_urls[0].url) || o.video_url)) || null;
-}
-
-function badge(status) {
-  return el("span", { class: `badge badge-${status}`, text: status });
-}
-
 // -- sign in, and who is signed in --------------------------------------------------------------------------
 function signOut(message) {
   sessionStorage.removeItem(KEY);
-  sessionStorage.removeItem(DRAFTS);
+  forgetDrafts();
   state.org = null;
   $("whoami").replaceChildren();
   stopPolling();
@@ -145,208 +73,13 @@ function show(which) {
   $("nav").hidden = which === "signin";
 }
 
-// -- the submit form, generated from the model's parameters, its values kept per model -----------------------
-async function loadModels() {
-  const body = await api("/models");
-  state.models = body.models || [];
-  const select = $("model");
-  select.replaceChildren(...state.models.map((m) => el("option", { value: m.model, text: m.model })));
-  const last = sessionStorage.getItem(LAST_MODEL);
-  if (last && state.models.some((m) => m.model === last)) select.value = last;
-  await pickModel(select.value);
-}
-
-async function pickModel(id) {
-  const model = await api(`/models/${encodeURIComponent(id)}`);
-  if ($("model").value !== id) return;  // another model was picked meanwhile
-  state.model = model;
-  sessionStorage.setItem(LAST_MODEL, id);
-  $("model-brief").textContent = model.brief_description || "";
-  const params = model.parameters || [];
-  const main = params.filter((p) => p.required || p.name === "prompt" || p.name === "image");
-  const quick = params.filter((p) => !main.includes(p) && QUICK.has(p.name));
-  const more = params.filter((p) => !main.includes(p) && !quick.includes(p));
-  const parts = main.map((p) => fieldFor(p, true));
-  if (quick.length) parts.push(el("div", { class: "field-grid" }, ...quick.map((p) => fieldFor(p, false))));
-  if (more.length) {
-    const names = more.map((p) => p.display_name || p.name).join(", ");
-    parts.push(el("details", { class: "more", id: "more-options" },
-      el("summary", {}, "More options ", el("span", { class: "hint", text: `(${names})` })),
-      ...more.map((p) => fieldFor(p, true))));
-  }
-  $("fields").replaceChildren(...parts);
-  restoreDraft(id);
-  $("fields").dataset.model = id;
-}
-
-function fieldFor(p, describe) {
-  const id = `f-${p.name}`;
-  const label = el("label", { for: id, text: `${p.display_name || p.name}${p.required ? " *" : ""}` });
-  // Beside another field there is no room for a paragraph: the description is still read out, and on hover.
-  const help = el("p", { class: describe ? "hint" : "sr-only", id: `${id}-hint`, text: p.description || "" });
-  const error = el("p", { class: "field-error", id: `${id}-error`, role: "alert" });
-  const common = { id, name: p.name, "aria-describedby": `${id}-hint ${id}-error`, "data-type": p.type, title: describe ? null : p.description };
-  if (p.name === "image") return imageField(p, label, help, error, common);
-  let input;
-  let head = label;
-  if (p.options && p.options.length) {
-    input = el("select", common, ...(p.required ? [] : [el("option", { value: "", text: "—" })]),
-      ...p.options.map((o) => el("option", { value: String(o), text: String(o), selected: String(o) === String(p.default) })));
-  } else if (p.type === "number" || p.type === "integer") {
-    input = el("input", { ...common, type: "number", min: p.min, max: p.max, step: p.step || (p.type === "integer" ? 1 : "any"), value: p.default ?? "" });
-  } else if (p.type === "boolean") {
-    input = el("input", { ...common, type: "checkbox", checked: p.default === true });
-  } else {
-    const rows = p.name === "prompt" ? 3 : 2;
-    input = el("textarea", { ...common, rows }, p.default ? String(p.default) : "");
-    if (p.max_length) {
-      // The count sits beside the label, and is read with the field's description.
-      const counter = el("span", { class: "hint counter", id: `${id}-count` });
-      input.setAttribute("aria-describedby", `${common["aria-describedby"]} ${id}-count`);
-      const update = () => {
-        counter.textContent = `${input.value.length} / ${p.max_length} characters`;
-        counter.classList.toggle("over", input.value.length > p.max_length);
-      };
-      input.addEventListener("input", update);
-      update();
-      head = el("div", { class: "label-row" }, label, counter);
-    }
-  }
-  return el("div", { class: "field" }, head, input, help, error);
-}
-
-function imageField(p, label, help, error, common) {
-  const url = el("input", { ...common, type: "url", placeholder: "https://… (or upload a file below)" });
-  const fileId = `${common.id}-file`;
-  const file = el("input", { id: fileId, type: "file", accept: "image/png,image/jpeg", "aria-describedby": `${common.id}-hint ${common.id}-error` });
-  const preview = el("img", { id: "image-preview", alt: "Preview of the chosen image", hidden: true });
-  file.addEventListener("change", async () => {
-    error.textContent = "";
-    url.value = "";
-    url.dataset.base64 = "";
-    preview.hidden = true;
-    const f = file.files[0];
-    if (!f) return;
-    const problem = await checkImage(f);
-    if (problem) { error.textContent = problem; file.value = ""; return; }
-    const dataUrl = await new Promise((resolve) => { const r = new FileReader(); r.onload = () => resolve(r.result); r.readAsDataURL(f); });
-    url.dataset.base64 = dataUrl;
-    preview.src = dataUrl;
-    preview.hidden = false;
-  });
-  // The rules are said once, in the model's description below.
-  const upload = el("div", { class: "upload-row" }, el("label", { for: fileId, class: "sub", text: "or upload a file:" }), file);
-  return el("div", { class: "field" }, label, url, upload, preview, help, error);
-}
-
-async function checkImage(f) {
-  if (!/^image\/(png|jpeg)$/.test(f.type)) return "The image must be a JPEG or PNG.";
-  if (f.size > IMAGE.maxBytes) return `The image is ${(f.size / 1048576).toFixed(1)} MB; at most 10 MB.`;
-  const bitmap = await createImageBitmap(f).catch(() => null);
-  if (!bitmap) return "The image could not be decoded.";
-  const { width, height } = bitmap;
-  if (Math.min(width, height) < IMAGE.minSide) return `Both sides must be at least 300 px (got ${width}x${height}).`;
-  if (width > height * IMAGE.maxRatio || height > width * IMAGE.maxRatio) return `The aspect ratio must be between 1:2.5 and 2.5:1 (got ${width}x${height}).`;
-  return "";
-}
-
-function readPayload() {
-  const payload = {};
-  for (const p of state.model.parameters || []) {
-    const input = $(`f-${p.name}`);
-    if (!input) continue;
-    if (p.name === "image") {
-      const value = input.dataset.base64 || input.value.trim();
-      if (value) payload.image = value;
-      continue;
-    }
-    if (p.type === "boolean") { payload[p.name] = input.checked; continue; }
-    const raw = input.value;
-    if (raw === "" || raw === undefined) continue;
-    payload[p.name] = p.type === "number" || p.type === "integer" ? Number(raw) : raw;
-  }
-  return payload;
-}
-
-// A model's draft is what its fields hold (an uploaded image aside: megabytes do not belong in session storage).
-function saveDraft() {
-  const model = $("fields").dataset.model;
-  if (!model || !state.model || state.model.model !== model) return;
-  const draft = {};
-  for (const p of state.model.parameters || []) {
-    const input = $(`f-${p.name}`);
-    if (input) draft[p.name] = p.type === "boolean" ? input.checked : input.value;
-  }
-  const drafts = readJson(DRAFTS, {});
-  drafts[model] = draft;
-  try { sessionStorage.setItem(DRAFTS, JSON.stringify(drafts)); } catch (_) { /* full: the form still works */ }
-}
-
-function restoreDraft(model) {
-  const draft = readJson(DRAFTS, {})[model];
-  if (!draft) return;
-  for (const [name, value] of Object.entries(draft)) {
-    const input = $(`f-${name}`);
-    if (!input) continue;
-    if (input.type === "checkbox") input.checked = Boolean(value);
-    else input.value = value;
-    input.dispatchEvent(new Event("input"));
-  }
-  // A value kept under "More options" is shown rather than hidden away.
-  const more = $("more-options");
-  if (more && [...more.querySelectorAll("input, select, textarea")].some(changedFromDefault)) more.open = true;
-}
-
-function changedFromDefault(input) {
-  if (input.type === "checkbox") return input.checked !== input.defaultChecked;
-  if (input.tagName === "SELECT") return input.selectedIndex !== Math.max(0, [...input.options].findIndex((o) => o.defaultSelected));
-  return input.value !== input.defaultValue;
-}
-
-function clearErrors() {
-  $("submit-error").textContent = "";
-  for (const node of document.querySelectorAll("#fields .field-error")) node.textContent = "";
-  for (const node of document.querySelectorAll("#fields [aria-invalid]")) node.removeAttribute("aria-invalid");
-}
-
-async function submit(event) {
-  event.preventDefault();
-  clearErrors();
-  saveDraft();
-  const button = $("submit-button");
-  button.disabled = true;
-  try {
-    const r = await api("/requests", { method: "POST", json: { model: state.model.model, payload: readPayload() } });
-    // The new request's page follows it live; the list shows it first, highlighted, when the user comes back.
-    state.fresh = r.request_id;
-    state.notice = { id: r.request_id, text: "Submitted. This page follows it live; it is also first in your list." };
-    state.cursor = null;
-    state.back = [];
-    location.hash = `#/requests/${encodeURIComponent(r.request_id)}`;
-  } catch (err) {
-    showErrors(err);
-  } finally {
-    button.disabled = false;
-  }
-}
-
-function showErrors(err) {
-  const details = (err.body && err.body.details) || [];
-  let placed = 0;
-  for (const d of details) {
-    const name = String(d.field || "").replace(/^payload\./, "").split(".")[0];
-    const slot = $(`f-${name}-error`);
-    if (slot) {
-      slot.textContent = d.message;
-      $(`f-${name}`).setAttribute("aria-invalid", "true");
-      const more = slot.closest("details");
-      if (more) more.open = true;
-      placed++;
-    }
-  }
-  if (!placed || details.length > placed) $("submit-error").textContent = err.message;
-  const first = document.querySelector("#fields [aria-invalid=true]");
-  if (first) first.focus();
+// The new request's page follows it live; the list shows it first, highlighted, when the user comes back.
+function submitted(r) {
+  state.fresh = r.request_id;
+  state.notice = { id: r.request_id, text: "Submitted. This page follows it live; it is also first in your list." };
+  state.cursor = null;
+  state.back = [];
+  location.hash = `#/requests/${encodeURIComponent(r.request_id)}`;
 }
 
 // -- the list: requests followed on their streams, the page polled for what streams do not bring -----------------
@@ -584,32 +317,6 @@ async function followDetail(id) {
   if (how !== "ended" && location.hash.endsWith(id)) state.detailTimer = setTimeout(() => showDetail(id, false, false), 1000);
 }
 
-// Reads a request's stream, handing each state to `onEvent`. Answers how it went: "ended" (the request did), or
-// "broken" (no stream here, or it stopped first).
-async function readEvents(id, signal, onEvent) {
-  const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}`, Accept: "text/event-stream" };
-  const resp = await fetch(`${BASE}/requests/${encodeURIComponent(id)}/events`, { headers, signal });
-  if (resp.status === 401) { signOut("Your key was refused; sign in again."); return "ended"; }
-  if (!resp.ok || !(resp.headers.get("content-type") || "").startsWith("text/event-stream")) return "broken";
-  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return "broken";
-    buffer += value.replace(/\r\n/g, "\n");
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const lines = buffer.slice(0, cut).split("\n");
-      buffer = buffer.slice(cut + 2);
-      const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, "")).join("\n");
-      if (!data) continue;  // a keep-alive comment, or the retry hint
-      const r = JSON.parse(data);
-      onEvent(r);
-      if (TERMINAL.has(r.status)) { reader.cancel().catch(() => {}); return "ended"; }
-    }
-  }
-}
-
 // -- routing -------------------------------------------------------------------------------------------------
 function route() {
   stopPolling();
@@ -627,16 +334,14 @@ function route() {
   document.title = "vidqueue console";
   state.notice = null;
   show("dashboard");
-  if (!state.models.length) loadModels().catch(() => {});
+  if (!hasModels()) loadModels().catch(() => {});
   refreshList(true);
 }
 
 $("signin-form").addEventListener("submit", signIn);
 $("signout").addEventListener("click", () => signOut(""));
-$("submit-form").addEventListener("submit", submit);
-$("submit-form").addEventListener("input", saveDraft);
-$("submit-form").addEventListener("change", (e) => { if (e.target.id !== "model") saveDraft(); });
-$("model").addEventListener("change", (e) => { clearErrors(); pickModel(e.target.value); });
+installForm(submitted);
+onRefused(() => signOut("Your key was refused; sign in again."));
 $("next-page").addEventListener("click", () => { state.back.push(state.cursor); state.cursor = state.nextCursor; refreshList(true); });
 $("prev-page").addEventListener("click", () => { state.cursor = state.back.pop() || null; refreshList(true); });
 // On a phone the list is below the form: one tap away.
