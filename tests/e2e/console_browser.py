@@ -30,26 +30,36 @@ DESKTOP = (1280, 800)
 PHONE = (390, 844)
 
 
+# Debian's Chromium, headless, quiet: no first-run page, no background traffic.
+BASE_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+)
+
+
+def start_chromium(*flags: str, logs: str = "browser") -> WebDriver:
+    """A started headless Chromium with BASE_FLAGS and ``flags``, keeping the ``logs`` log (browser, performance)."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in (*BASE_FLAGS, *flags):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {logs: "ALL"})
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_script_timeout(60)
+    return driver
+
+
 @contextmanager
 def chromium() -> Iterator[WebDriver]:
     """Headless Chromium (Debian's package) with its console log kept, its viewport exactly 1280x800."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_script_timeout(60)
+    driver = start_chromium()
     try:
         viewport(driver, *DESKTOP)
         yield driver

@@ -11,11 +11,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from tests.e2e.console_browser import start_chromium
 from tests.support import Server, running_server
 
 pytestmark = pytest.mark.slow
@@ -30,27 +29,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture()
 def offline_browser() -> Iterator[WebDriver]:
     """Chromium whose resolver sends every host name but 127.0.0.1 nowhere, logging each network request."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,900",
+    driver = start_chromium(
         # No internet, as on an air-gapped machine: every name resolves to nothing, and the proxy setting keeps
         # literal addresses from going out too.
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         "--proxy-server=http://0.0.0.0:9",
         "--proxy-bypass-list=127.0.0.1",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        logs="performance",
+    )
     try:
         yield driver
     finally:

@@ -15,10 +15,9 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from tests.e2e.console_browser import start_chromium
 from tests.unit.test_emulator import FakeContext, job
 from vidqueue.engines.emulator import EmulatorEngine
 
@@ -72,19 +71,7 @@ def site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 @pytest.fixture()
 def browser() -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--autoplay-policy=no-user-gesture-required",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_script_timeout(60)
+    driver = start_chromium("--autoplay-policy=no-user-gesture-required")
     try:
         yield driver
     finally:
