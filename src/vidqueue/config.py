@@ -271,6 +271,9 @@ class Settings(_Section):
     # A status stream (SSE) sends a comment this often when nothing changes, so proxies keep it open.
     sse_keepalive_s: float = Field(15.0, gt=0, le=3600)
     log_level: str = "info"
+    # FastAPI's own OpenTelemetry spans and metrics, for a process that configures a provider. Off, no request pays
+    # to look for one (a twentieth of a submit: the check reads os.environ on every call); /metrics is separate.
+    otel: bool = False
     engines: EnginesSettings = EnginesSettings()
     worker: WorkerSettings = WorkerSettings()
     images: ImageSettings = ImageSettings()
@@ -349,6 +352,7 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "SSL_KEYFILE": ("ssl_keyfile",),
     "SSE_KEEPALIVE_S": ("sse_keepalive_s",),
     "LOG_LEVEL": ("log_level",),
+    "OTEL": ("otel",),
     "EMULATOR_LATENCY_S": ("engines", "emulator", "latency_s"),
     "EMULATOR_FAILURE_RATE": ("engines", "emulator", "failure_rate"),
     "EMULATOR_JOURNAL": ("engines", "emulator", "journal"),

@@ -33,7 +33,14 @@ CONSOLE = Path(__file__).parent / "console"
 def create_app(settings: Settings, store: Store, storage: Storage, catalog: Catalog | None = None) -> FastAPI:
     """Build the ASGI app over a store, media storage and model catalog."""
     # /docs and /redoc come from install_docs, with assets served here rather than from a CDN.
-    app = FastAPI(title="vidqueue", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="vidqueue",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        telemetry=None if settings.otel else {"tracing": False, "metrics": False, "logs": False},
+    )
     registry, histogram = ops.new_registry(store)
     app.state.vq = AppState(
         settings=settings, store=store, storage=storage, catalog=catalog or Catalog(), registry=registry
