@@ -7,7 +7,7 @@ exported or a folder entered in one block is there in the next, as in one termin
 What a block may say about itself, in the markdown:
 
 - ``<!-- not run: REASON -->`` on the line before the fence: the block is not run (it needs real Kling keys, a
-  GPU, several machines, …); the tests report it as skipped with its reason.
+  GPU, several machines, …); the tests check it parses (bash -n, compile) and that it says why.
 - A block whose last command starts a server (``scripts/serve …``, ``vidqueue serve …``) is run until the
   server answers ``/readyz`` (over https when it is given a certificate), then stopped; its ``--port`` is swapped
   for a free one, and its data go to a folder of its own. ``scripts/serve`` is run as the ``vidqueue serve`` it
