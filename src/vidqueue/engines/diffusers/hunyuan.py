@@ -19,11 +19,11 @@ from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_hunyuan_video15 import HunyuanVideo15AttnProcessor2_0
 
 
-class UnpaddedAttnProcessor(HunyuanVideo15AttnProcessor2_0):
+class UnpaddedAttnProcessor(HunyuanVideo15AttnProcessor2_0):  # type: ignore[misc]  # diffusers is read as Any
     """diffusers' HunyuanVideo 1.5 processor (0.42), attending over the valid tokens only when the batch is one."""
 
     def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        super().__init__()
         self._mask: torch.Tensor | None = None  # the last mask seen (the same tensor for every block of a pass)
         self._valid = 0
 
@@ -100,7 +100,7 @@ def unpad_attention(transformer: Any) -> int:
     for module in transformer.modules():
         processor = getattr(module, "processor", None)
         if type(processor) is HunyuanVideo15AttnProcessor2_0:
-            shared._attention_backend = processor._attention_backend
+            shared._attention_backend = processor._attention_backend  # type: ignore[union-attr]
             module.set_processor(shared)
             changed += 1
     return changed

@@ -24,7 +24,7 @@ log = logging.getLogger("vidqueue.diffusers")
 
 # Loading bars belong on a terminal, not in a worker's log; vidqueue logs one line per load instead.
 diffusers.utils.logging.disable_progress_bar()
-transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+transformers.utils.logging.disable_progress_bar()
 
 # family → (text-to-video class, image-to-video class); the weights folder is saved for the first one given.
 # Wan 2.2 A14B's folders hold both experts (transformer, transformer_2) and the pipeline's boundary_ratio.

@@ -194,7 +194,8 @@ def to_uint8_frames(output: Any) -> np.ndarray:
         if video.ndim == 4 and video.shape[1] in (1, 3) and video.shape[-1] not in (1, 3):
             video = video.permute(0, 2, 3, 1)  # (F, C, H, W) → (F, H, W, C)
         as_bytes = video.clamp(0, 1).mul(255).round().to(torch.uint8)
-        return as_bytes.contiguous().cpu().numpy()
+        frames: np.ndarray = as_bytes.contiguous().cpu().numpy()
+        return frames
     array = np.asarray(video, dtype=np.float32)
     return (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
