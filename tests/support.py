@@ -137,6 +137,10 @@ class Server:
             time.sleep(0.1)
         else:
             raise RuntimeError("server did not become ready:\n" + "".join(self.output))
+        # serve prints the first-run key before its "is ready" lines, on the same pipe; a reader thread collects
+        # them, and under load it can lag behind /readyz: wait for the ready line, so a key printed is a key read.
+        while time.monotonic() < deadline and not any(line.startswith("vidqueue is ready") for line in self.output):
+            time.sleep(0.02)
         for line in list(self.output):
             if line.startswith("vq_"):
                 self.key = line.strip()
