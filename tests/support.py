@@ -155,6 +155,15 @@ class Server:
         """Everything the server (and its workers) printed so far."""
         return "".join(self.output)
 
+    def wait_for_log(self, fragment: str, count: int = 1, timeout: float = 10) -> int:
+        """Wait until ``count`` lines hold ``fragment`` (log lines are written in batches); answer how many do."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = sum(1 for line in list(self.output) if fragment in line)
+            if seen >= count or time.monotonic() > deadline:
+                return seen
+            time.sleep(0.05)
+
     def worker_pids(self) -> list[int]:
         """Pids of the server's worker processes (its children)."""
         assert self.proc is not None

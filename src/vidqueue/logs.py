@@ -98,6 +98,12 @@ def setup_logging(level: str = "info") -> None:
     logging.logMultiprocessing = False
 
 
+def write_pending() -> None:
+    """Write the records gathered so far now (before a line on stdout that should follow them)."""
+    if _handler is not None:
+        _handler.flush()
+
+
 def flush_logging() -> None:
     """Write every record still gathered and stop the writer (at exit, or before logging is set up again)."""
     global _handler

@@ -32,6 +32,11 @@ def test_killed_worker_is_restarted_and_its_request_still_succeeds_once(tmp_path
         assert done["status"] == "success", done
         assert done["attempts"] == 2
         assert done["qworker_id"] != running["qworker_id"]
+        # Log lines are written in batches: wait for the success line, then make sure no second one follows.
+        deadline = time.monotonic() + 10
+        while _transitions(server, created["request_id"], "-> success") < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
         assert _transitions(server, created["request_id"], "-> success") == 1
         deadline = time.monotonic() + 10
         while len(server.worker_pids()) < 2 and time.monotonic() < deadline:

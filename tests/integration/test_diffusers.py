@@ -177,4 +177,4 @@ def test_cancel_midway_ends_cancelled_before_the_last_step(api: httpx.Client) ->
 
 
 def test_the_server_logs_where_each_local_model_comes_from(server: Server) -> None:
-    assert "model tiny-ltx → diffusers (ltx-video, weights " in server.log()
+    assert server.wait_for_log("model tiny-ltx → diffusers (ltx-video, weights ")

@@ -322,7 +322,7 @@ def test_routing_is_printed_at_start_and_shown_in_model_details(up: Upstream) ->
         details = up.api.get(f"/models/{model}").json()
         assert details["engine"] == up.kind
         assert details["host_type"] == "external" and details["external_provider"] == up.kind
-        assert f"model {model} → {up.kind} ({up.fake.url}, at most 4 in flight)" in up.server.log()
+        assert up.server.wait_for_log(f"model {model} → {up.kind} ({up.fake.url}, at most 4 in flight)")
 
 
 # -- credentials and concurrency (their own fake and server) --------------------------------------------------

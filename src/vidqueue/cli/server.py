@@ -237,6 +237,9 @@ def _workers(count: int) -> str:
 
 def _say_ready(settings: Settings) -> None:
     """Tell the person who started `serve` where to go, on stdout, once the API listens."""
+    from vidqueue.logs import write_pending
+
+    write_pending()  # the start-up log lines (models, engines) come before these, not a batch later
     base = settings.base_url
     typer.echo(f"vidqueue is ready, with {_workers(settings.workers)}. Press Ctrl+C to stop.")
     typer.echo(f"  API      {base}")
