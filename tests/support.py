@@ -395,3 +395,16 @@ def _shut(sock: socket.socket) -> None:
     with suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
+
+
+def run_bench(script: str, *args: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``bench/<script>`` with ``args`` and ``--out out`` from the checkout, as its docs say to."""
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, str(root / "bench" / script), *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=root,
+    )

@@ -6,15 +6,13 @@ The recorded run (1k, 100k and 1M rows) is in docs/benchmarks.md; this is a smok
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests import pg
+from tests.support import run_bench
 
-ROOT = Path(__file__).resolve().parents[2]
 CALLS = {"post", "get", "list_first", "list_deep", "claim_finish"}
 
 
@@ -22,14 +20,7 @@ CALLS = {"post", "get", "list_first", "list_deep", "claim_finish"}
 def test_a_short_scale_run_measures_every_call_on_both_stores(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
     args = ["--sizes", "200,2000", "--samples", "10", "--stores", "sqlite,postgresql", "--pg-admin-url", pg.ADMIN_URL]
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "scale.py"), *args, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=ROOT,
-    )
+    run = run_bench("scale.py", *args, out=out)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert set(report["results"]) == {"sqlite", "postgresql"}

@@ -6,27 +6,18 @@ A smoke test of the harness on a short run; the recorded soak (minutes) is in do
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import run_bench
 
 
 @pytest.mark.slow
 def test_a_short_soak_with_worker_kills_loses_nothing(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     args = ["--duration", "8", "--rate", "2", "--kill-every", "3", "--workers", "2", "--settle-s", "90"]
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "soak.py"), *args, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=ROOT,
-    )
+    run = run_bench("soak.py", *args, out=out)
     report = json.loads(out.read_text())
     assert run.returncode == 0, (run.stderr[-3000:], report)
     assert report["submitted"] >= 10
@@ -41,14 +32,7 @@ def test_a_short_soak_with_storage_faults_generates_nothing_twice(tmp_path: Path
     out = tmp_path / "soak.json"
     args = ["--duration", "10", "--rate", "2", "--kill-every", "0", "--workers", "2", "--settle-s", "90"]
     args += ["--storage-fault-every", "2", "--storage-fault-s", "3"]
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "soak.py"), *args, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=ROOT,
-    )
+    run = run_bench("soak.py", *args, out=out)
     report = json.loads(out.read_text())
     assert run.returncode == 0, (run.stderr[-3000:], report)
     assert report["storage_faults"] >= 1 and report["kills"] == 0

@@ -151,16 +151,6 @@ class Dispatcher:
                     del self._busy[delivery.org_id]
             self._slot_freed.set()
 
-    def run_once(self) -> int:
-        """Lease what is due, send it and wait for those sends; answer how many were attempted (for tests)."""
-        hooks = self.settings.webhooks
-        due = self.store.claim_deliveries(
-            self.owner, hooks.concurrency, lease_s=hooks.timeout_s + 30, per_org=hooks.per_org_concurrency
-        )
-        for _ in self._pool.map(self.deliver, due):
-            pass
-        return len(due)
-
     def deliver(self, delivery: Delivery) -> Attempt:
         """Send one delivery and record how it went."""
         body = orjson.dumps(present_request(delivery.request(), self.storage, self.settings.media_url_ttl_s))
