@@ -14,6 +14,7 @@ from vidqueue.api import media_routes, ops, routes, streams, videos
 from vidqueue.api.auth import document_auth
 from vidqueue.api.docs import install_docs
 from vidqueue.api.errors import document_errors, install_error_handlers
+from vidqueue.api.fastpath import FastPath
 from vidqueue.api.limits import BodyLimit
 from vidqueue.api.state import AppState
 from vidqueue.catalog import Catalog
@@ -60,6 +61,10 @@ def create_app(settings: Settings, store: Store, storage: Storage, catalog: Cata
     # The server's root is where a person lands first: send them to the console.
     app.add_api_route("/", lambda: RedirectResponse("/ui/", status_code=307), methods=["GET"], include_in_schema=False)
     install_docs(app)
+    if not settings.otel:
+        # The plain submit and read, answered in front of FastAPI's routing (api/fastpath.py). With OpenTelemetry on,
+        # every call goes through FastAPI, whose instrumentation makes the spans.
+        app.add_middleware(FastPath, api=app, state=app.state.vq)
     # Our own cap rather than FastAPI's max_body_size: its 413 is plain text, this one the usual error body.
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes, shapes=error_shapes)
     app.add_middleware(ops.HttpMetrics, histogram=histogram)

@@ -39,9 +39,14 @@ async def authenticate(request: Request) -> Caller:
     known = request.scope.get(CALLER)
     if isinstance(known, Caller):
         return known
-    state = await get_state(request)
-    authorization = request.headers.get("authorization")
-    x_organization_id = request.headers.get("x-organization-id")
+    headers = request.headers
+    caller = await caller_for(await get_state(request), headers.get("authorization"), headers.get("x-organization-id"))
+    request.scope[CALLER] = caller
+    return caller
+
+
+async def caller_for(state: AppState, authorization: str | None, x_organization_id: str | None) -> Caller:
+    """The Caller of these two headers' values; Unauthenticated or Forbidden as ``authenticate`` answers."""
     if not authorization:
         raise Unauthenticated("Missing API key: send 'Authorization: Bearer <key>'.")
     scheme, _, token = authorization.partition(" ")
@@ -57,9 +62,7 @@ async def authenticate(request: Request) -> Caller:
         raise Unauthenticated("The API key is not valid (unknown or revoked).")
     if x_organization_id is not None and x_organization_id != key.org_id:
         raise Forbidden("The X-Organization-ID header does not match the API key's organisation.")
-    caller = Caller(key, state)
-    request.scope[CALLER] = caller
-    return caller
+    return Caller(key, state)
 
 
 Auth = Annotated[Caller, Depends(authenticate)]

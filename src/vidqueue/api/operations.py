@@ -103,7 +103,7 @@ async def submit(caller: Caller, sub: Submission) -> RequestRecord:
         admit=rule,
     )
     try:
-        return await state.call(state.store.enqueue, new)
+        return await state.enqueue(new)
     except (RateLimited, QueueFull):
         # Over a limit after all (others got in while this one was checked): its stored image goes with it.
         if input_key is not None:

@@ -122,9 +122,13 @@ async def submit(
     ] = None,
 ) -> Json:
     """Validate the payload (fetching and checking an input image) and queue the request."""
-    state = caller.state
     # Read (and parsed) already; the work on a large one (a million keys, a 10 MB image) runs in a thread.
-    size = len(await request.body())
+    return await submit_answer(caller, body, idempotency_key, len(await request.body()))
+
+
+async def submit_answer(caller: Caller, body: SubmitBody, idempotency_key: str | None, size: int) -> Json:
+    """The answer to a submit whose body (of ``size`` bytes) is parsed: the route's, and the fast path's."""
+    state = caller.state
     idem = await off_loop(state, size, _intake, body, idempotency_key)
     submission = Submission(body.model, body.payload, body.priority, body.callback_url, idem, size)
     record = await operations.submit(caller, submission)
@@ -149,6 +153,11 @@ def _fingerprint(body: SubmitBody) -> str:
 )
 async def get_request(request_id: str, caller: Auth) -> Json:
     """A request of the caller's organisation."""
+    return await request_answer(caller, request_id)
+
+
+async def request_answer(caller: Caller, request_id: str) -> Json:
+    """The answer to a read of one request: the route's, and the fast path's."""
     state = caller.state
     record = await operations.get(caller, request_id)
     return Json(present_request(record, state.storage, state.settings.media_url_ttl_s))

@@ -13,10 +13,11 @@ from fastapi import Request
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
+from vidqueue.api.batching import SubmitBatcher
 from vidqueue.catalog import Catalog
 from vidqueue.config import Settings
 from vidqueue.media.storage import LocalStorage, Storage
-from vidqueue.store import ApiKey, Store
+from vidqueue.store import ApiKey, NewRequest, RequestRecord, Store
 
 if TYPE_CHECKING:
     from vidqueue.api.streams import StatusHub
@@ -65,6 +66,10 @@ class AppState:
     large_bodies: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(1))
     # The status streams' watch on the store (api/streams.py), made by the first stream.
     streams: StatusHub | None = None
+    submits: SubmitBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.submits = SubmitBatcher(self.store)
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call: inline when the store's calls are local and quick, else in a thread.
@@ -75,6 +80,12 @@ class AppState:
         if self.store.inline_calls:
             return fn(*args, **kwargs)
         return await run_in_threadpool(fn, *args, **kwargs)
+
+    async def enqueue(self, new: NewRequest) -> RequestRecord:
+        """Queue a request: on a store called inline, with the other submits of this turn of the loop."""
+        if self.store.inline_calls:
+            return await self.submits.enqueue(new)
+        return await run_in_threadpool(self.store.enqueue, new)
 
     @property
     def local_storage(self) -> LocalStorage | None:

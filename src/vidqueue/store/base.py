@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from vidqueue.store.records import (
@@ -35,6 +35,10 @@ class Store(Protocol):
     # -- the API side ------------------------------------------------------------------------------------
     def enqueue(self, new: NewRequest) -> RequestRecord:
         """Insert a queued request."""
+        ...
+
+    def enqueue_many(self, news: Sequence[NewRequest]) -> builtins.list[RequestRecord | Exception]:
+        """Insert queued requests (together where the store can); each answer, or its error, in its request's place."""
         ...
 
     def replay(self, org_id: str, idem: Idempotency) -> RequestRecord | None:
@@ -214,3 +218,16 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+def enqueue_each(
+    enqueue: Callable[[NewRequest], RequestRecord], news: Sequence[NewRequest]
+) -> builtins.list[RequestRecord | Exception]:
+    """``enqueue`` of each request in turn; each answer, or the error it raised, in its request's place."""
+    out: builtins.list[RequestRecord | Exception] = []
+    for new in news:
+        try:
+            out.append(enqueue(new))
+        except Exception as exc:
+            out.append(exc)
+    return out

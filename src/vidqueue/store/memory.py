@@ -6,10 +6,11 @@ import builtins
 import copy
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from vidqueue.errors import LeaseLost, NotFound
+from vidqueue.store.base import enqueue_each
 from vidqueue.store.changes import ChangeFeed
 from vidqueue.store.deliveries import MemoryDeliveries
 from vidqueue.store.pruning import MemoryPruning
@@ -119,6 +120,10 @@ class MemoryStore(MemoryDeliveries, MemoryPruning):
             wake(new.model)
         log_transition(new.request_id, "new", Status.QUEUED, model=new.model, org=new.org_id)
         return out
+
+    def enqueue_many(self, news: Sequence[NewRequest]) -> builtins.list[RequestRecord | Exception]:
+        """Insert queued requests one by one; each answer, or its error, in its request's place."""
+        return enqueue_each(self.enqueue, news)
 
     def replay(self, org_id: str, idem: Idempotency) -> RequestRecord | None:
         """The request an Idempotency-Key already made with this body (Conflict if with another), or None."""

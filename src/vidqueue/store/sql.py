@@ -17,9 +17,10 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DatabaseError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import SQLAlchemyError as _SAError
 
-from vidqueue.errors import LeaseLost, NotFound, StoreDamaged, StoreUnavailable
+from vidqueue.errors import LeaseLost, NotFound, ServiceError, StoreDamaged, StoreUnavailable
 from vidqueue.store import changes, claims, migrate, postgres
 from vidqueue.store.admission import admission_from, admission_lock, admission_statement
+from vidqueue.store.base import enqueue_each
 from vidqueue.store.deliveries import SqlDeliveries
 from vidqueue.store.positions import (
     NEWEST_POSITION_SQL,
@@ -207,31 +208,48 @@ class _FastSqlite:
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
 
-    def insert(self, values: dict[str, Any], admit: AdmitRule | None, clock: Callable[[], float]) -> dict[str, Any]:
-        full = {name: values.get(name) for name in self._insert_columns}
-        params = [orjson.dumps(v).decode() if k in _JSON_COLUMNS and v is not None else v for k, v in full.items()]
+    def insert_many(
+        self, rows: Sequence[tuple[dict[str, Any], AdmitRule | None]], clock: Callable[[], float]
+    ) -> list[dict[str, Any] | ServiceError]:
+        """Insert queued rows in one transaction, in order; a row its limits refuse gets the error in its place.
+
+        A commit costs about as much as an insert here (the WAL frames of every page touched, and the file locks),
+        so submits that arrive together share one (``api.batching``).
+        """
+        out: list[dict[str, Any] | ServiceError] = []
         try:
             with self._write_lock:
                 conn = self._conn()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    if admit is not None:
-                        # The limits are read inside the write: the next submit's read waits for this commit.
-                        cur = conn.execute(self._sql_admission, _admission_params(values["org_id"], admit))
-                        names = [d[0] for d in cur.description]
-                        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-                        admit.check(admission_from(rows, clock(), admit.active_cap))
-                    cur = conn.execute(self._sql_insert, params)
-                    seq = cur.lastrowid
-                    # The newest row of its priority: every queued row of this priority or a higher one is ahead
-                    # of it or is it, which the large buckets count (a few dozen rows at a million).
-                    (position,) = conn.execute(NEWEST_POSITION_SQL, (values["priority"],)).fetchone()
+                    for values, admit in rows:
+                        try:
+                            out.append(self._insert(conn, values, admit, clock))
+                        except ServiceError as exc:  # refused by its limits before its insert: the others go on
+                            out.append(exc)
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
+        return out
+
+    def _insert(
+        self, conn: sqlite3.Connection, values: dict[str, Any], admit: AdmitRule | None, clock: Callable[[], float]
+    ) -> dict[str, Any]:
+        full = {name: values.get(name) for name in self._insert_columns}
+        params = [orjson.dumps(v).decode() if k in _JSON_COLUMNS and v is not None else v for k, v in full.items()]
+        if admit is not None:
+            # The limits are read inside the write (after the rows before it): the next submit's read waits for this.
+            cur = conn.execute(self._sql_admission, _admission_params(values["org_id"], admit))
+            names = [d[0] for d in cur.description]
+            seen = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            admit.check(admission_from(seen, clock(), admit.active_cap))
+        seq = conn.execute(self._sql_insert, params).lastrowid
+        # The newest row of its priority: every queued row of this priority or a higher one is ahead of it or is
+        # it, which the large buckets count (a few dozen rows at a million).
+        (position,) = conn.execute(NEWEST_POSITION_SQL, (values["priority"],)).fetchone()
         return {**full, "seq": seq, "queue_position": int(position)}
 
     def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
@@ -377,8 +395,43 @@ class SqlStore(SqlDeliveries, SqlPruning):
     # -- the API side ------------------------------------------------------------------------------------
     def enqueue(self, new: NewRequest) -> RequestRecord:
         """Insert a queued request."""
+        values = self._values(new)
+        row: Row[Any] | dict[str, Any]
+        if new.idempotency is not None:
+            original, row = self._insert_once(new.org_id, new.idempotency, values, new.admit)
+            if original:
+                return _record(row, self._positions([row]).get(row.request_id))
+        elif self._fast is not None:
+            (inserted,) = self._fast.insert_many([(values, new.admit)], self._clock)
+            if isinstance(inserted, ServiceError):
+                raise inserted
+            row = inserted
+        else:
+            with self._write(single=new.admit is None) as conn:
+                self._admit(conn, new.org_id, new.admit)
+                row = conn.execute(_INSERT, values).one()
+                self._notify(conn, new.model)
+        return self._enqueued(new, row)
+
+    def enqueue_many(self, news: Sequence[NewRequest]) -> builtins.list[RequestRecord | Exception]:
+        """Insert queued requests, on SQLite in one transaction; each answer (or error) in its request's place."""
+        together = [i for i, new in enumerate(news) if new.idempotency is None] if self._fast is not None else []
+        out: builtins.list[RequestRecord | Exception | None] = [None] * len(news)
+        if len(together) > 1 and self._fast is not None:
+            try:
+                rows = self._fast.insert_many([(self._values(news[i]), news[i].admit) for i in together], self._clock)
+            except StoreUnavailable:
+                rows = []  # nothing was inserted: each is tried alone below, and gets its own answer
+            for i, row in zip(together, rows, strict=False):
+                out[i] = row if isinstance(row, ServiceError) else self._enqueued(news[i], row)
+        alone = [i for i, answer in enumerate(out) if answer is None]
+        for i, answer in zip(alone, enqueue_each(self.enqueue, [news[i] for i in alone]), strict=True):
+            out[i] = answer
+        return [answer for answer in out if answer is not None]
+
+    def _values(self, new: NewRequest) -> dict[str, Any]:
         now = self._clock()
-        values = {
+        return {
             "request_id": new.request_id,
             "org_id": new.org_id,
             "model": new.model,
@@ -393,18 +446,9 @@ class SqlStore(SqlDeliveries, SqlPruning):
             "progress": 0,
             "attempts": 0,
         }
-        row: Row[Any] | dict[str, Any]
-        if new.idempotency is not None:
-            original, row = self._insert_once(new.org_id, new.idempotency, values, new.admit)
-            if original:
-                return _record(row, self._positions([row]).get(row.request_id))
-        elif self._fast is not None:
-            row = self._fast.insert(values, new.admit, self._clock)
-        else:
-            with self._write(single=new.admit is None) as conn:
-                self._admit(conn, new.org_id, new.admit)
-                row = conn.execute(_INSERT, values).one()
-                self._notify(conn, new.model)
+
+    def _enqueued(self, new: NewRequest, row: Row[Any] | dict[str, Any]) -> RequestRecord:
+        """The record of a request just inserted, once its workers are woken and its line logged."""
         self._wake_local(new.model)
         log_transition(new.request_id, "new", Status.QUEUED, model=new.model, org=new.org_id)
         if isinstance(row, dict) and "queue_position" in row:  # read in the insert's own transaction
