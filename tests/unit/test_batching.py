@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from tests.unit.conftest import Clock
 from vidqueue.api.batching import SubmitBatcher
@@ -12,6 +13,7 @@ from vidqueue.api.limits import admit_rule
 from vidqueue.config import LimitsSettings
 from vidqueue.errors import RateLimited
 from vidqueue.store import Idempotency, MemoryStore, NewRequest, RequestRecord, Status, Store
+from vidqueue.store.sql import SqlStore
 
 
 def _new(i: int, org: str = "a", priority: int = 0) -> NewRequest:
@@ -37,6 +39,19 @@ def test_enqueue_many_answers_each_request_in_its_place(store: Store) -> None:
     for request_id in ("r0", "r2", "r11"):
         row = store.get(request_id)
         assert row is not None and row.status is Status.QUEUED
+
+
+def test_a_row_sqlite_cannot_write_fails_alone(tmp_path: Path, clock: Clock) -> None:
+    """The batch's transaction is rolled back, and each request is tried alone: only the bad one gets an error."""
+    store = SqlStore.open(f"sqlite:///{tmp_path}/q.db", clock)
+    try:
+        news = [_new(0), replace(_new(1), payload={"n": 2**70}), _new(2)]  # orjson writes 64-bit integers at most
+        answers = store.enqueue_many(news)
+        assert isinstance(answers[0], RequestRecord) and isinstance(answers[2], RequestRecord)
+        assert isinstance(answers[1], TypeError)
+        assert store.list("a").total == 2 and store.get("r1") is None
+    finally:
+        store.close()
 
 
 class _Counting(MemoryStore):

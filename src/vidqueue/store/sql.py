@@ -420,8 +420,10 @@ class SqlStore(SqlDeliveries, SqlPruning):
         if len(together) > 1 and self._fast is not None:
             try:
                 rows = self._fast.insert_many([(self._values(news[i]), news[i].admit) for i in together], self._clock)
-            except StoreUnavailable:
-                rows = []  # nothing was inserted: each is tried alone below, and gets its own answer
+            except Exception:
+                # Rolled back, nothing inserted (the store failed, or one row could not be written): each is tried
+                # alone below and gets its own answer, so one bad row does not fail the others.
+                rows = []
             for i, row in zip(together, rows, strict=False):
                 out[i] = row if isinstance(row, ServiceError) else self._enqueued(news[i], row)
         alone = [i for i, answer in enumerate(out) if answer is None]
