@@ -177,6 +177,8 @@ class LimitsSettings(_Section):
     max_active_per_org: int | None = Field(None, ge=0)  # an organisation's queued + processing requests
     max_queued: int | None = Field(None, ge=0)  # queued requests of every organisation together
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)  # a 10 MB image as base64, and the rest of the body
+    # Status streams an organisation may hold open on one API process: each is a connection and a coroutine.
+    max_streams_per_org: int = Field(100, ge=0)
 
 
 class ImageSettings(_Section):
@@ -371,6 +373,7 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "MAX_ACTIVE_PER_ORG": ("limits", "max_active_per_org"),
     "MAX_QUEUED": ("limits", "max_queued"),
     "MAX_BODY_BYTES": ("limits", "max_body_bytes"),
+    "MAX_STREAMS_PER_ORG": ("limits", "max_streams_per_org"),
     "DEFAULT_ENGINE": ("default_engine",),
     "RETENTION_DAYS": ("retention", "days"),
     "RETENTION_INTERVAL_S": ("retention", "interval_s"),

@@ -6,6 +6,7 @@ SQLite file watcher, PostgreSQL's LISTEN/NOTIFY), never through the API's own wr
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -19,7 +20,7 @@ import orjson
 import pytest
 
 from tests import pg
-from tests.support import BASE, SDK_BASE, Server, fast_env, free_port, submit, wait_for
+from tests.support import BASE, SDK_BASE, Server, fast_env, free_port, run_cli, submit, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -232,3 +233,41 @@ def test_a_stream_on_postgresql_is_fed_by_listen_notify(tmp_path: Path) -> None:
                 assert len([p for s, p in states if s == "processing" and 0 < p < 100]) >= 2, states
         finally:
             srv.stop()
+
+
+def test_streams_are_capped_per_organisation_and_end_when_their_key_is_revoked(tmp_path: Path) -> None:
+    env = fast_env(VIDQUEUE_MAX_STREAMS_PER_ORG="2", **ENV)
+    srv = Server(data_dir=tmp_path / "data", port=free_port(), env=env, workers=0)  # nothing runs: all stay queued
+    srv.start()
+    try:
+        created = run_cli("keys", "create", "--org", "temp", "--data-dir", str(srv.data_dir), env=srv.env)
+        key_id = created.stdout.split("Created key ", 1)[1].split()[0]
+        key = created.stdout.strip().splitlines()[-1]
+        with srv.client(key) as api, contextlib.ExitStack() as open_streams:
+            target = submit(api, MODEL, {"prompt": "never run"})["request_id"]
+            lines = []
+            for _ in range(2):  # two streams, each open once its first event has come
+                resp = open_streams.enter_context(api.stream("GET", f"/requests/{target}/events", timeout=30))
+                assert resp.status_code == 200
+                it = resp.iter_lines()
+                while not next(it).startswith("data:"):
+                    pass
+                lines.append(it)
+            third = api.get(f"/requests/{target}/events", timeout=5)
+            assert third.status_code == 429, third.text
+            assert third.json()["code"] == "too_many_streams" and int(third.headers["Retry-After"]) > 0
+            assert "limits.max_streams_per_org" in third.json()["error"]
+            with srv.client() as other:  # another organisation's streams are counted apart
+                own = submit(other, MODEL, {"prompt": "someone else's"})["request_id"]
+                assert read_stream(other, own, stop_after=1).states == [("queued", 0)]
+            # Revoked: both open streams end within a keep-alive or two (0.5 s) after the key cache lets go (2 s).
+            out = run_cli("keys", "revoke", key_id, "--data-dir", str(srv.data_dir), env=srv.env)
+            assert out.returncode == 0, out.stderr
+            revoked_at = time.monotonic()
+            for it in lines:
+                rest = list(it)  # until the server ends the stream (keep-alives meanwhile)
+                assert not [line for line in rest if line.startswith("data:")], rest
+            assert time.monotonic() - revoked_at < 8
+            assert api.get(f"/requests/{target}/events").status_code == 401
+    finally:
+        srv.stop()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from vidqueue.api.state import AppState
 from vidqueue.api.streams import Subscription, event_id, hub_of, parse_last_event_id
 from vidqueue.catalog import Catalog
 from vidqueue.config import Settings
+from vidqueue.errors import RateLimited
 from vidqueue.media.storage import LocalStorage
 from vidqueue.store import MemoryStore, NewRequest, RequestRecord
 
@@ -53,7 +56,7 @@ def test_one_read_per_change_serves_every_stream_of_a_request(tmp_path: Path) ->
 
     async def run() -> None:
         hub = hub_of(app_state(store, tmp_path))
-        subs = [hub.subscribe("r1") for _ in range(50)]
+        subs = [hub.subscribe("r1", "a") for _ in range(50)]
         await settle()
         assert store.gets == 1  # fifty streams joined: their first state was read once
         assert [await states(s) for s in subs[:2]] == [["0-queued-0"]] * 2
@@ -82,12 +85,12 @@ def test_a_stream_joining_later_ignores_reads_that_started_before_it(tmp_path: P
 
     async def run() -> None:
         hub = hub_of(app_state(store, tmp_path))
-        early = hub.subscribe("r1")
-        late = hub.subscribe("r1")
+        early = hub.subscribe("r1", "a")
+        late = hub.subscribe("r1", "a")
         await settle()
         # Both joined before the first read ran; a third joining now asks for a read of its own.
         assert await states(early) == ["0-queued-0"] and await states(late) == ["0-queued-0"]
-        third = hub.subscribe("r1")
+        third = hub.subscribe("r1", "a")
         await settle()
         assert await states(third) == ["0-queued-0"]
         assert await states(early) == ["0-queued-0"]  # the same state again: the stream drops it as unchanged
@@ -101,10 +104,36 @@ def test_closing_the_hub_ends_every_stream(tmp_path: Path) -> None:
 
     async def run() -> None:
         hub = hub_of(app_state(store, tmp_path))
-        subs = [hub.subscribe("r1") for _ in range(3)]
+        subs = [hub.subscribe("r1", "a") for _ in range(3)]
         hub.close()
         assert all(s.ended for s in subs)
-        assert hub.subscribe("r1").ended
+        assert hub.subscribe("r1", "a").ended
+
+    asyncio.run(run())
+
+
+def test_an_organisation_holds_at_most_its_cap_of_streams(tmp_path: Path) -> None:
+    store = CountingStore()
+    enqueue(store)
+    state = app_state(store, tmp_path)
+    state.settings.limits.max_streams_per_org = 3
+
+    async def run() -> None:
+        hub = hub_of(state)
+        subs = [hub.subscribe("r1", "a") for _ in range(3)]
+        with pytest.raises(RateLimited) as refused:
+            hub.subscribe("r1", "a")
+        assert refused.value.code == "too_many_streams" and refused.value.retry_after > 0
+        assert "limits.max_streams_per_org" in refused.value.message
+        hub.subscribe("r1", "b")  # another organisation's count is its own
+        hub.unsubscribe(subs[0])
+        hub.unsubscribe(subs[0])  # twice: counted once
+        again = hub.subscribe("r1", "a")  # a closed stream frees its place
+        with pytest.raises(RateLimited):
+            hub.subscribe("r1", "a")
+        for sub in (*subs[1:], again):
+            hub.unsubscribe(sub)
+        assert [hub.subscribe("r1", "a") for _ in range(3)]
 
     asyncio.run(run())
 

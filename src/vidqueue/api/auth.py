@@ -53,16 +53,21 @@ async def caller_for(state: AppState, authorization: str | None, x_organization_
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("The Authorization header must be 'Bearer <key>'.")
-    digest = hash_key(token)
-    hit, key = state.keys.get(digest)
-    if not hit:
-        key = await state.call(state.store.find_key, digest)
-        state.keys.put(digest, key)
+    key = await current_key(state, hash_key(token))
     if key is None:
         raise Unauthenticated("The API key is not valid (unknown or revoked).")
     if x_organization_id is not None and x_organization_id != key.org_id:
         raise Forbidden("The X-Organization-ID header does not match the API key's organisation.")
     return Caller(key, state)
+
+
+async def current_key(state: AppState, digest: str) -> ApiKey | None:
+    """The key with this hash, unless unknown or revoked (read through the cache: revocations apply in seconds)."""
+    hit, key = state.keys.get(digest)
+    if not hit:
+        key = await state.call(state.store.find_key, digest)
+        state.keys.put(digest, key)
+    return key
 
 
 Auth = Annotated[Caller, Depends(authenticate)]

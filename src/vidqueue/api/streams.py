@@ -9,6 +9,9 @@ Events carry the request object as GET answers it. An event's id is ``{attempts}
 after a terminal one. With ``Last-Event-ID`` a stream resumes: the current state is sent only when it differs from
 the one named (nothing is kept of states in between, so there is nothing else to replay), and a request that ended
 in exactly that state answers 204, which tells an EventSource to stop reconnecting.
+
+An organisation holds at most ``limits.max_streams_per_org`` streams open on one API process (more get 429
+``too_many_streams``), and a stream ends within a keep-alive of its key being revoked.
 """
 
 from __future__ import annotations
@@ -24,17 +27,18 @@ import orjson
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import StreamingResponse
 
-from vidqueue.api.auth import Auth
+from vidqueue.api.auth import Auth, Caller, current_key
 from vidqueue.api.intake import AuthenticatedRoute
 from vidqueue.api.present import present_request
 from vidqueue.api.schemas import ErrorOut
 from vidqueue.api.state import AppState
-from vidqueue.errors import NotFound, ServiceError, ShuttingDown
+from vidqueue.errors import NotFound, RateLimited, ServiceError, ShuttingDown
 from vidqueue.store import RequestRecord
 
 log = logging.getLogger("vidqueue.api")
 
 RETRY_MS = 2000  # how long an EventSource waits before it reconnects
+STREAMS_RETRY_S = 5  # over the streams cap: streams end in seconds to minutes
 _EVENT_ID = re.compile(r"\d{1,9}-[a-z]{1,16}-\d{1,3}")
 
 
@@ -54,8 +58,9 @@ def parse_last_event_id(value: str | None) -> str | None:
 class Subscription:
     """One open stream's view of a request: the latest state read for it, and whether the stream must end."""
 
-    def __init__(self, request_id: str, joined_after: int) -> None:
+    def __init__(self, request_id: str, org_id: str, joined_after: int) -> None:
         self.request_id = request_id
+        self.org_id = org_id
         self.latest: RequestRecord | None = None
         self.gone = False  # the request no longer exists
         self.ended = False  # the server is stopping, or the store failed: end the stream (the client reconnects)
@@ -94,6 +99,7 @@ class StatusHub:
     def __init__(self, state: AppState) -> None:
         self._state = state
         self._subs: dict[str, set[Subscription]] = {}
+        self._per_org: dict[str, int] = {}  # open streams by organisation
         self._watched: frozenset[str] = frozenset()  # read by the store's watcher thread
         self._reading: set[str] = set()
         self._dirty: set[str] = set()
@@ -102,15 +108,25 @@ class StatusHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
-    def subscribe(self, request_id: str) -> Subscription:
-        """Watch a request; the first state comes from a read that starts now."""
+    def subscribe(self, request_id: str, org_id: str) -> Subscription:
+        """Watch a request for one of ``org_id``'s streams (RateLimited past its cap); the first state comes from a
+        read that starts now."""
+        cap = self._state.settings.limits.max_streams_per_org
+        if cap and self._per_org.get(org_id, 0) >= cap:
+            raise RateLimited(
+                f"Organisation '{org_id}' already has {cap} status streams open, its limit "
+                "(limits.max_streams_per_org); close one, or poll GET …/requests/{request_id}.",
+                retry_after=STREAMS_RETRY_S,
+                code="too_many_streams",
+            )
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._state.store.watch_changes(self._from_store, lambda: self._watched)
-        sub = Subscription(request_id, self._reads)
+        sub = Subscription(request_id, org_id, self._reads)
         if self.closed:
             sub.end()
             return sub
+        self._per_org[org_id] = self._per_org.get(org_id, 0) + 1
         self._subs.setdefault(request_id, set()).add(sub)
         self._watched = frozenset(self._subs)
         self._changed(request_id)
@@ -119,9 +135,14 @@ class StatusHub:
     def unsubscribe(self, sub: Subscription) -> None:
         """Stop watching for one stream."""
         subs = self._subs.get(sub.request_id)
-        if subs is None:
+        if subs is None or sub not in subs:
             return
         subs.discard(sub)
+        left = self._per_org[sub.org_id] - 1
+        if left:
+            self._per_org[sub.org_id] = left
+        else:
+            del self._per_org[sub.org_id]
         if not subs:
             del self._subs[sub.request_id]
             self._watched = frozenset(self._subs)
@@ -189,8 +210,10 @@ def _event(record: RequestRecord, state: AppState) -> bytes:
     return b"id: " + event_id(record).encode() + b"\ndata: " + data + b"\n\n"
 
 
-async def stream_events(state: AppState, sub: Subscription, last_id: str | None) -> AsyncIterator[bytes]:
-    """The stream's bytes: an event per new state, keep-alive comments meanwhile, ending after a terminal state."""
+async def stream_events(caller: Caller, sub: Subscription, last_id: str | None) -> AsyncIterator[bytes]:
+    """The stream's bytes: an event per new state, keep-alive comments meanwhile, ending after a terminal state, or
+    once the caller's key is revoked."""
+    state = caller.state
     hub = hub_of(state)
     loop = asyncio.get_running_loop()
     every = state.settings.sse_keepalive_s
@@ -200,6 +223,9 @@ async def stream_events(state: AppState, sub: Subscription, last_id: str | None)
         while True:
             news = await sub.wait(max(0.0, beat - loop.time()))
             if sub.ended or sub.gone:
+                return
+            # Checked before anything more is sent (through the key cache: a store read every few seconds at most).
+            if await current_key(state, caller.key.key_hash) is None:
                 return
             record = sub.latest
             if news and record is not None and event_id(record) != last_id:
@@ -246,6 +272,7 @@ router = APIRouter(route_class=AuthenticatedRoute)
                 401: "No or bad API key",
                 403: "Organisation mismatch",
                 404: "Unknown request",
+                429: "The organisation has limits.max_streams_per_org streams open here; retry after Retry-After",
                 503: "Draining, or the store is unavailable; poll GET …/requests/{request_id}",
             }.items()
         },
@@ -271,6 +298,6 @@ async def request_events(
     if record.status.is_terminal() and event_id(record) == last_id:
         return Response(status_code=204)
     # Subscribed before the stream starts, so no change between this read and the first event is missed.
-    sub = hub_of(state).subscribe(request_id)
+    sub = hub_of(state).subscribe(request_id, caller.org_id)
     headers: dict[str, Any] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream_events(state, sub, last_id), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(stream_events(caller, sub, last_id), media_type="text/event-stream", headers=headers)
