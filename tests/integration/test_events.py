@@ -81,6 +81,13 @@ def queued_behind_another(api: httpx.Client) -> str:
     return str(target)
 
 
+def assert_positions_move_up(stream: Stream) -> None:
+    """The queued events count the request's way to the front of the queue, one place at a time, down to 1."""
+    queued = [body["queue_position"] for _, body in stream.events if body["status"] == "queued"]
+    assert len(queued) >= 2 and queued == list(range(queued[0], 0, -1)), stream.events
+    assert stream.states[-1] == ("success", 100)
+
+
 def assert_a_whole_life(stream: Stream, request_id: str) -> None:
     """queued, processing with progress, success, in order, each state once, then the end of the stream."""
     assert stream.status_code == 200
@@ -123,6 +130,16 @@ def test_a_stream_follows_a_request_from_queued_to_success_with_progress(server:
         final = api.get(f"/requests/{target}").json()
         assert stream.events[-1][1] == {**final, "outcome": stream.events[-1][1]["outcome"]}
         assert stream.events[-1][1]["outcome"]["video_url"].split("?")[0] == final["outcome"]["video_url"].split("?")[0]
+
+
+def test_a_queued_requests_stream_hears_its_position_move_up(server: Server) -> None:
+    with server.client() as api:
+        for i in range(3):
+            submit(api, MODEL, {"prompt": f"a request ahead, {i}"})
+        target = submit(api, MODEL, {"prompt": "a lighthouse in fog"})["request_id"]
+        stream = read_stream(api, target)
+    assert_positions_move_up(stream)
+    assert_a_whole_life(stream, target)
 
 
 def test_a_stream_resumes_after_last_event_id_with_later_events_only(server: Server) -> None:
@@ -181,10 +198,11 @@ def test_many_streams_of_one_request_all_get_every_state(server: Server) -> None
         target = queued_behind_another(api)
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             streams = list(pool.map(lambda _: read_stream(api, target), range(8)))
-    # One read of each change served them all: every stream saw the same states.
+    # One read of each change served them all: every stream saw the same states once running (while queued, one
+    # that joined later may have missed a move up the queue).
     for stream in streams:
         assert_a_whole_life(stream, target)
-        assert stream.states == streams[0].states
+        assert [s for s in stream.states if s[0] != "queued"] == [s for s in streams[0].states if s[0] != "queued"]
 
 
 def test_a_draining_server_ends_its_streams_and_refuses_new_ones(tmp_path: Path) -> None:
@@ -224,6 +242,7 @@ def test_a_stream_on_postgresql_is_fed_by_listen_notify(tmp_path: Path) -> None:
         srv.start()
         try:
             with srv.client() as api:
+                submit(api, MODEL, {"prompt": "a request ahead"})
                 target = queued_behind_another(api)
                 first = read_stream(api, target, stop_after=2)
                 assert first.states[0] == ("queued", 0)
@@ -231,6 +250,8 @@ def test_a_stream_on_postgresql_is_fed_by_listen_notify(tmp_path: Path) -> None:
                 assert rest.ended and rest.states[-1] == ("success", 100)
                 states = first.states + rest.states
                 assert len([p for s, p in states if s == "processing" and 0 < p < 100]) >= 2, states
+                # Its position moved up as the requests ahead were claimed (NOTIFY of their changes).
+                assert_positions_move_up(Stream(200, events=first.events + rest.events))
         finally:
             srv.stop()
 

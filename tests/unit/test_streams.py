@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from vidqueue.api import streams
 from vidqueue.api.state import AppState
 from vidqueue.api.streams import Subscription, event_id, hub_of, parse_last_event_id
 from vidqueue.catalog import Catalog
@@ -59,7 +60,7 @@ def test_one_read_per_change_serves_every_stream_of_a_request(tmp_path: Path) ->
         subs = [hub.subscribe("r1", "a") for _ in range(50)]
         await settle()
         assert store.gets == 1  # fifty streams joined: their first state was read once
-        assert [await states(s) for s in subs[:2]] == [["0-queued-0"]] * 2
+        assert [await states(s) for s in subs[:2]] == [["0-queued-0-1"]] * 2
         store.gets = 0
         store.claim("w", ["kling-v2-5-turbo"], lease_s=30)
         await settle()
@@ -89,11 +90,11 @@ def test_a_stream_joining_later_ignores_reads_that_started_before_it(tmp_path: P
         late = hub.subscribe("r1", "a")
         await settle()
         # Both joined before the first read ran; a third joining now asks for a read of its own.
-        assert await states(early) == ["0-queued-0"] and await states(late) == ["0-queued-0"]
+        assert await states(early) == ["0-queued-0-1"] and await states(late) == ["0-queued-0-1"]
         third = hub.subscribe("r1", "a")
         await settle()
-        assert await states(third) == ["0-queued-0"]
-        assert await states(early) == ["0-queued-0"]  # the same state again: the stream drops it as unchanged
+        assert await states(third) == ["0-queued-0-1"]
+        assert await states(early) == ["0-queued-0-1"]  # the same state again: the stream drops it as unchanged
 
     asyncio.run(run())
 
@@ -138,7 +139,32 @@ def test_an_organisation_holds_at_most_its_cap_of_streams(tmp_path: Path) -> Non
     asyncio.run(run())
 
 
+def test_a_queued_requests_stream_hears_its_position_move_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streams, "POSITIONS_EVERY_S", 0.01)
+    store = CountingStore()
+    for rid in ("r1", "r2", "r3"):
+        enqueue(store, rid)
+
+    async def run() -> None:
+        hub = hub_of(app_state(store, tmp_path))
+        sub = hub.subscribe("r3", "o")
+        await settle()
+        assert await states(sub) == ["0-queued-0-3"]
+        store.claim("w", ["kling-v2-5-turbo"], lease_s=30)  # r1 leaves the queue
+        store.set_progress("r1", "w", 40, lease_s=30)  # and moves again: one read for both
+        await asyncio.sleep(0.05)
+        assert await states(sub) == ["0-queued-0-2"]
+        assert store.gets == 2
+        store.cancel("r2", "o")
+        await asyncio.sleep(0.05)
+        assert await states(sub) == ["0-queued-0-1"]
+        hub.unsubscribe(sub)
+
+    asyncio.run(run())
+
+
 def test_last_event_ids_are_read_only_in_the_shape_the_server_writes() -> None:
     assert parse_last_event_id(" 1-processing-40 ") == "1-processing-40"
-    for junk in (None, "", "x", "1-processing", "1-processing-40-extra", "9" * 20 + "-queued-0"):
+    assert parse_last_event_id("0-queued-0-12") == "0-queued-0-12"
+    for junk in (None, "", "x", "1-processing", "1-processing-40-extra", "9" * 20 + "-queued-0", "0-queued-0-1-2"):
         assert parse_last_event_id(junk) is None

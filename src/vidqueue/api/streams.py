@@ -5,7 +5,10 @@ SQLite file watcher) for the requests that have streams open. A change to one of
 every stream of that request; nothing polls per client, and a stream holds no thread, only a coroutine that waits.
 
 Events carry the request object as GET answers it. An event's id is ``{attempts}-{status}-{progress}`` (e.g.
-``1-processing-40``): the state the client last saw. A stream sends an event whenever that state changes and ends
+``1-processing-40``), and ``-{queue_position}`` more while queued (``0-queued-0-3``): the state the client last saw.
+A queued request's position moves when a request ahead of it leaves the queue: the SQLite watcher reads positions
+with states; on PostgreSQL (and in memory) a change to any other request has the hub read its queued requests again,
+at most every ``POSITIONS_EVERY_S``. A stream sends an event whenever that state changes and ends
 after a terminal one. With ``Last-Event-ID`` a stream resumes: the current state is sent only when it differs from
 the one named (nothing is kept of states in between, so there is nothing else to replay), and a request that ended
 in exactly that state answers 204, which tells an EventSource to stop reconnecting.
@@ -33,18 +36,22 @@ from vidqueue.api.present import present_request
 from vidqueue.api.schemas import ErrorOut
 from vidqueue.api.state import AppState
 from vidqueue.errors import NotFound, RateLimited, ServiceError, ShuttingDown
-from vidqueue.store import RequestRecord
+from vidqueue.store import RequestRecord, Status
 
 log = logging.getLogger("vidqueue.api")
 
 RETRY_MS = 2000  # how long an EventSource waits before it reconnects
 STREAMS_RETRY_S = 5  # over the streams cap: streams end in seconds to minutes
-_EVENT_ID = re.compile(r"\d{1,9}-[a-z]{1,16}-\d{1,3}")
+POSITIONS_EVERY_S = 0.5  # queued requests' positions are read again at most this often on another's change
+_EVENT_ID = re.compile(r"\d{1,9}-[a-z]{1,16}-\d{1,3}(?:-\d{1,9})?")
 
 
 def event_id(record: RequestRecord) -> str:
-    """The id of the event that carries this state of a request."""
-    return f"{record.attempts}-{record.status.value}-{record.progress}"
+    """The id of the event that carries this state of a request (its queue position too, while queued)."""
+    base = f"{record.attempts}-{record.status.value}-{record.progress}"
+    if record.status is Status.QUEUED and record.queue_position is not None:
+        return f"{base}-{record.queue_position}"
+    return base
 
 
 def parse_last_event_id(value: str | None) -> str | None:
@@ -106,6 +113,7 @@ class StatusHub:
         self._reads = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._positions_due: asyncio.TimerHandle | None = None
         self.closed = False
 
     def subscribe(self, request_id: str, org_id: str) -> Subscription:
@@ -174,6 +182,7 @@ class StatusHub:
                 self._changed(rid)
             return
         if request_id not in self._subs:
+            self._positions_moved()  # another request changed: those queued behind it moved up
             return
         if request_id in self._reading:
             self._dirty.add(request_id)  # read again once the read under way is done, so the last state wins
@@ -182,6 +191,19 @@ class StatusHub:
         task = asyncio.get_running_loop().create_task(self._read(request_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _positions_moved(self) -> None:
+        """Read the queued requests with streams again soon (once for many changes)."""
+        if self._positions_due is None and self._loop is not None and not self.closed:
+            self._positions_due = self._loop.call_later(POSITIONS_EVERY_S, self._read_positions)
+
+    def _read_positions(self) -> None:
+        self._positions_due = None
+        if self.closed:
+            return
+        for request_id, subs in list(self._subs.items()):
+            if any(sub.latest is not None and sub.latest.status is Status.QUEUED for sub in subs):
+                self._changed(request_id)
 
     async def _read(self, request_id: str) -> None:
         """Read a request once for all its streams (reads of one request run one at a time, in order)."""

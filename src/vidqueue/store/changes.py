@@ -6,8 +6,8 @@ One feed per store, started by the first ``watch_changes``; it calls every watch
   row's status or progress; the feed LISTENs on its own connection, and says "" after every (re)connect, since
   notifications sent meanwhile are lost.
 - SQLite: no notifications. ``PRAGMA data_version`` changes whenever another connection commits to the file, and
-  reading it costs microseconds; when it has moved, one query reads the status, progress and attempt of the watched
-  requests only, and the feed calls back for those that changed.
+  reading it costs microseconds; when it has moved, one query reads the status, progress, attempt and queue position
+  of the watched requests only, and the feed calls back for those that changed.
 - The in-memory twin calls ``notify`` itself as it writes.
 """
 
@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Iterable
 from sqlalchemy.engine import Engine
 
 from vidqueue.store import postgres
+from vidqueue.store.positions import row_position_sql
 from vidqueue.store.wakeups import WakeThread
 
 Changed = Callable[[str], None]
@@ -28,7 +29,7 @@ Watching = Callable[[], Collection[str]]
 #: The channel the PostgreSQL trigger notifies, with the request id as payload.
 CHANNEL = "vidqueue_changed"
 
-_State = tuple[str, int, int]  # status, progress, attempts
+_State = tuple[str, int, int, int | None]  # status, progress, attempts, queue position
 _CHUNK = 500  # request ids per query, well under SQLite's limit on bound parameters
 
 
@@ -118,10 +119,12 @@ def _states(conn: sqlite3.Connection, ids: Iterable[str]) -> Iterable[tuple[str,
         chunk = items[start : start + _CHUNK]
         marks = ",".join("?" * len(chunk))
         rows = conn.execute(
-            f"SELECT request_id, status, progress, attempts FROM requests WHERE request_id IN ({marks})", chunk
+            f"SELECT r.request_id, r.status, r.progress, r.attempts, {row_position_sql('r')} "
+            f"FROM requests r WHERE r.request_id IN ({marks})",
+            chunk,
         ).fetchall()
-        for rid, status, progress, attempts in rows:
-            yield rid, (status, int(progress), int(attempts))
+        for rid, status, progress, attempts, position in rows:
+            yield rid, (status, int(progress), int(attempts), position)
 
 
 def listener_for(engine: Engine) -> Callable[[Changed, Watching], WakeThread | None] | None:
