@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Scope
 
 from vidqueue.api import streams
 from vidqueue.api.state import AppState
@@ -161,6 +164,27 @@ def test_a_queued_requests_stream_hears_its_position_move_up(tmp_path: Path, mon
         hub.unsubscribe(sub)
 
     asyncio.run(run())
+
+
+def test_a_stream_whose_client_is_gone_before_its_first_byte_still_lets_go() -> None:
+    started: list[bool] = []
+    done: list[bool] = []
+
+    async def events() -> AsyncIterator[bytes]:
+        started.append(True)
+        yield b"retry: 2000\n\n"
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        raise OSError("the client went away")
+
+    response = streams.EventStream(events(), lambda: done.append(True), media_type="text/event-stream")
+    scope: Scope = {"type": "http", "asgi": {"spec_version": "2.4"}}
+    with pytest.raises(ClientDisconnect):  # Starlette's word for the OSError
+        asyncio.run(response(scope, receive, send))
+    assert done == [True] and started == []
 
 
 def test_last_event_ids_are_read_only_in_the_shape_the_server_writes() -> None:

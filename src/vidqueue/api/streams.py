@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from vidqueue.api.auth import Auth, Caller, current_key
 from vidqueue.api.intake import AuthenticatedRoute
@@ -320,6 +321,27 @@ async def request_events(
     if record.status.is_terminal() and event_id(record) == last_id:
         return Response(status_code=204)
     # Subscribed before the stream starts, so no change between this read and the first event is missed.
-    sub = hub_of(state).subscribe(request_id, caller.org_id)
+    hub = hub_of(state)
+    sub = hub.subscribe(request_id, caller.org_id)
     headers: dict[str, Any] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream_events(caller, sub, last_id), media_type="text/event-stream", headers=headers)
+    events = stream_events(caller, sub, last_id)
+    return EventStream(events, lambda: hub.unsubscribe(sub), media_type="text/event-stream", headers=headers)
+
+
+class EventStream(StreamingResponse):
+    """A StreamingResponse that runs ``done`` when it ends, however it ends.
+
+    A client gone before the first byte leaves the stream's generator never started, so its ``finally`` never runs;
+    the subscription (and its place under the organisation's cap) is let go here all the same.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], done: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._done = done
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the stream, then let its subscription go."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._done()
