@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +152,48 @@ def _run_phase(pid: int, port: int, key: str, path_prefix: str, seconds: float, 
     return result
 
 
-def bench_vidqueue(tmp: Path, seconds: float, concurrency: int) -> dict[str, Any]:
-    """vidqueue serve --workers 0 (API only, so no worker competes for the core)."""
+@contextmanager
+def _fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on the server of ``server_url`` (its URL), dropped afterwards."""
+    import psycopg
+
+    base = server_url.rsplit("/", 1)[0]
+    name = f"vidqueue_bench_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def bench_vidqueue(tmp: Path, seconds: float, concurrency: int, database_url: str | None = None) -> dict[str, Any]:
+    """vidqueue serve --workers 0 (API only, so no worker competes for the core); on PostgreSQL with
+    ``database_url`` (a server whose database is used only to create a fresh one for the run)."""
+    if database_url is not None:
+        with _fresh_database(database_url) as url:
+            return _bench_vidqueue(tmp, seconds, concurrency, ["--database-url", url])
+    return _bench_vidqueue(tmp, seconds, concurrency, [])
+
+
+def _bench_vidqueue(tmp: Path, seconds: float, concurrency: int, store: list[str]) -> dict[str, Any]:
     port = _free_port()
     env = dict(os.environ)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vidqueue", "serve", "--port", str(port), "--workers", "0", "--data-dir", str(tmp)],
+        [
+            sys.executable,
+            "-m",
+            "vidqueue",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "0",
+            "--data-dir",
+            str(tmp),
+            *store,
+        ],
         stdout=subprocess.PIPE,
         env=env,
         preexec_fn=_pin(0),
@@ -207,6 +245,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="bare/vidqueue pairs, interleaved; ratios are medians")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "api.json")
+    parser.add_argument(
+        "--database-url",
+        help="run vidqueue on PostgreSQL (a fresh database on this server each round); the bare app stays on SQLite",
+    )
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) > 1:
@@ -216,7 +258,7 @@ def main() -> None:
         # Interleaved, fresh databases each round: drift on a shared machine hits both sides alike.
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
             bare = bench_bare(Path(a), args.seconds, args.concurrency)
-            ours = bench_vidqueue(Path(b), args.seconds, args.concurrency)
+            ours = bench_vidqueue(Path(b), args.seconds, args.concurrency, args.database_url)
         rounds.append(
             {
                 "bare": bare,
@@ -237,7 +279,9 @@ def main() -> None:
     result = {
         "command": (
             f"python bench/api.py --seconds {args.seconds:g} --concurrency {args.concurrency} --rounds {args.rounds}"
+            + (f" --database-url {args.database_url}" if args.database_url else "")
         ),
+        "vidqueue_store": "postgresql" if args.database_url else "sqlite",
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, server pinned to cpu 0",
         "concurrency": args.concurrency,
         "seconds": args.seconds,

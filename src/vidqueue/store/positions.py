@@ -27,10 +27,12 @@ _ONE = """SELECT {i} AS i,
   + 1 AS position"""
 
 
-def row_position_sql(row: str) -> str:
-    """The position of row ``row`` of an enclosing ``SELECT … FROM requests`` (SQLite), or NULL when it is not
-    queued: a read of requests answers their positions in the same statement."""
-    return _ROW_POSITION.format(row=row)
+def row_position_sql(row: str, dialect: str = "sqlite") -> str:
+    """The position of row ``row`` of an enclosing ``SELECT … FROM requests``, or NULL when it is not queued: a read
+    of requests answers their positions in the same statement."""
+    sql = _ROW_POSITION.format(row=row)
+    # SQLite is told which index counts the small bucket; PostgreSQL's planner finds it.
+    return sql if dialect == "sqlite" else sql.replace(" INDEXED BY ix_requests_claim", "")
 
 
 _ROW_POSITION = f"""CASE WHEN {{row}}.status = 'queued' THEN
