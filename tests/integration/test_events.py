@@ -242,7 +242,8 @@ def test_a_stream_on_postgresql_is_fed_by_listen_notify(tmp_path: Path) -> None:
         srv.start()
         try:
             with srv.client() as api:
-                submit(api, MODEL, {"prompt": "a request ahead"})
+                for i in range(2):  # three ahead with the one queued_behind_another adds: two still queued at worst
+                    submit(api, MODEL, {"prompt": f"a request ahead, {i}"})
                 target = queued_behind_another(api)
                 first = read_stream(api, target, stop_after=2)
                 assert first.states[0] == ("queued", 0)
