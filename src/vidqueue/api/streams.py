@@ -237,31 +237,28 @@ async def stream_events(caller: Caller, sub: Subscription, last_id: str | None) 
     """The stream's bytes: an event per new state, keep-alive comments meanwhile, ending after a terminal state, or
     once the caller's key is revoked."""
     state = caller.state
-    hub = hub_of(state)
     loop = asyncio.get_running_loop()
     every = state.settings.sse_keepalive_s
-    try:
-        yield f"retry: {RETRY_MS}\n\n".encode()
-        beat = loop.time() + every
-        while True:
-            news = await sub.wait(max(0.0, beat - loop.time()))
-            if sub.ended or sub.gone:
-                return
-            # Checked before anything more is sent (through the key cache: a store read every few seconds at most).
-            if await current_key(state, caller.key.key_hash) is None:
-                return
-            record = sub.latest
-            if news and record is not None and event_id(record) != last_id:
-                last_id = event_id(record)
-                yield _event(record, state)
-                beat = loop.time() + every
-            elif loop.time() >= beat:
-                yield b": keep-alive\n\n"
-                beat = loop.time() + every
-            if record is not None and record.status.is_terminal():
-                return
-    finally:
-        hub.unsubscribe(sub)
+    # The subscription is let go by the response that sends this (EventStream), however the stream ends.
+    yield f"retry: {RETRY_MS}\n\n".encode()
+    beat = loop.time() + every
+    while True:
+        news = await sub.wait(max(0.0, beat - loop.time()))
+        if sub.ended or sub.gone:
+            return
+        # Checked before anything more is sent (through the key cache: a store read every few seconds at most).
+        if await current_key(state, caller.key.key_hash) is None:
+            return
+        record = sub.latest
+        if news and record is not None and event_id(record) != last_id:
+            last_id = event_id(record)
+            yield _event(record, state)
+            beat = loop.time() + every
+        elif loop.time() >= beat:
+            yield b": keep-alive\n\n"
+            beat = loop.time() + every
+        if record is not None and record.status.is_terminal():
+            return
 
 
 def hub_of(state: AppState) -> StatusHub:
@@ -331,8 +328,8 @@ async def request_events(
 class EventStream(StreamingResponse):
     """A StreamingResponse that runs ``done`` when it ends, however it ends.
 
-    A client gone before the first byte leaves the stream's generator never started, so its ``finally`` never runs;
-    the subscription (and its place under the organisation's cap) is let go here all the same.
+    The subscription (and its place under the organisation's cap) is let go here rather than in the generator: a
+    client gone before the first byte leaves the generator never started, and nothing of it would run.
     """
 
     def __init__(self, content: AsyncIterator[bytes], done: Callable[[], None], **kwargs: Any) -> None:

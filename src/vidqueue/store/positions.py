@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 SMALL_BITS, LARGE_BITS = 8, 14  # as in migration 0007 (levels 0 and 1)
+_BY_STATUS = "INDEXED BY ix_requests_claim"  # SQLite: count a small bucket from the claim index
 
 _ONE = """SELECT {i} AS i,
     (SELECT coalesce(sum(n), 0) FROM queue_buckets
@@ -30,9 +31,8 @@ _ONE = """SELECT {i} AS i,
 def row_position_sql(row: str, dialect: str = "sqlite") -> str:
     """The position of row ``row`` of an enclosing ``SELECT … FROM requests``, or NULL when it is not queued: a read
     of requests answers their positions in the same statement."""
-    sql = _ROW_POSITION.format(row=row)
     # SQLite is told which index counts the small bucket; PostgreSQL's planner finds it.
-    return sql if dialect == "sqlite" else sql.replace(" INDEXED BY ix_requests_claim", "")
+    return _ROW_POSITION.format(row=row, by_status=_BY_STATUS if dialect == "sqlite" else "")
 
 
 _ROW_POSITION = f"""CASE WHEN {{row}}.status = 'queued' THEN
@@ -44,7 +44,7 @@ _ROW_POSITION = f"""CASE WHEN {{row}}.status = 'queued' THEN
      WHERE b.level = 0 AND b.priority = {{row}}.priority
        AND b.bucket >= (({{row}}.seq >> {LARGE_BITS}) << {LARGE_BITS - SMALL_BITS})
        AND b.bucket < ({{row}}.seq >> {SMALL_BITS}))
-  + (SELECT count(*) FROM requests q INDEXED BY ix_requests_claim
+  + (SELECT count(*) FROM requests q {{by_status}}
      WHERE q.status = 'queued' AND q.priority = {{row}}.priority
        AND q.seq >= (({{row}}.seq >> {SMALL_BITS}) << {SMALL_BITS}) AND q.seq < {{row}}.seq)
   + 1 END"""
@@ -72,7 +72,7 @@ def _sql(sqlite: bool, n: int) -> str:
     if not sqlite:
         return _PG
     # SQLite plans in microseconds: a UNION of one part per row, each pinned to the claim index.
-    return "\nUNION ALL\n".join(_ONE.format(i=i, by_status="INDEXED BY ix_requests_claim") for i in range(n))
+    return "\nUNION ALL\n".join(_ONE.format(i=i, by_status=_BY_STATUS) for i in range(n))
 
 
 def position_sql(dialect: str, n: int) -> str:

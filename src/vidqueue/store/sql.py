@@ -63,13 +63,15 @@ _KEY = sa.select(_K.fingerprint, _K.created_at, _K.request_id).where(
 )
 # Built once: constructing a statement costs more than running it on SQLite.
 _GET = sa.select(requests).where(_R.request_id == sa.bindparam("rid"))
-_GET_IN_ORG = _GET.where(_R.org_id == sa.bindparam("org"))
 # PostgreSQL: the row and its queue position in one statement (one round trip, as on SQLite).
 _POSITION: sa.Label[Any] = sa.literal_column(row_position_sql("requests", "postgresql")).label("queue_position")
 _GET_PG = sa.select(requests, _POSITION).where(_R.request_id == sa.bindparam("rid"))
 _GET_PG_IN_ORG = _GET_PG.where(_R.org_id == sa.bindparam("org"))
 _INSERT = sa.insert(requests).returning(*requests.c)
 _FIND_KEY = sa.select(api_keys).where(api_keys.c.key_hash == sa.bindparam("h"), api_keys.c.revoked_at.is_(None))
+
+
+POOL_SIZE = 20  # PostgreSQL connections a process keeps open once it has needed them (and up to 10 more, briefly)
 
 
 def create_db_engine(url: str) -> Engine:
@@ -100,9 +102,6 @@ def create_db_engine(url: str) -> Engine:
     # keeps as many connections as an API process has calls in flight under load (16 in bench/api.py): with 5, each
     # call past the fifth opened and closed a connection of its own (GETs at a third of the speed).
     return sa.create_engine(postgres.driver_url(url), pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=10)
-
-
-POOL_SIZE = 20  # PostgreSQL connections a process keeps open once it has needed them (and up to 10 more, briefly)
 
 
 # What a dropped or refused connection raises: the store is unavailable for now, and callers retry.
@@ -136,6 +135,12 @@ def damaged_message(path: str, exc: BaseException) -> str:
 
 def _record(row: Row[Any] | Mapping[str, Any], position: int | None = None) -> RequestRecord:
     return RequestRecord.from_mapping(row._mapping if isinstance(row, Row) else row, position)
+
+
+def _positioned(row: dict[str, Any]) -> RequestRecord:
+    """The record of a row read with its ``queue_position`` in the same statement (PostgreSQL's is a Decimal)."""
+    position = row.pop("queue_position")
+    return _record(row, None if position is None else int(position))
 
 
 def _admission_params(org_id: str, admit: AdmitRule) -> dict[str, Any]:
@@ -466,8 +471,7 @@ class SqlStore(SqlDeliveries, SqlPruning):
         self._wake_local(new.model)
         log_transition(new.request_id, "new", Status.QUEUED, model=new.model, org=new.org_id)
         if isinstance(row, dict) and "queue_position" in row:  # read in the insert's own transaction
-            position = row.pop("queue_position")
-            return _record(row, position)
+            return _positioned(row)
         return _record(row, self._positions([row]).get(new.request_id))
 
     def _admit(self, conn: Connection, org_id: str, admit: AdmitRule | None) -> None:
@@ -530,24 +534,15 @@ class SqlStore(SqlDeliveries, SqlPruning):
         return None if row is None else _record(row, self._positions([row]).get(row.request_id))
 
     def get(self, request_id: str, org_id: str | None = None) -> RequestRecord | None:
-        """One request (only within ``org_id`` when given), with its queue position."""
+        """One request (only within ``org_id`` when given), with its queue position (read in the same statement)."""
         if self._fast is not None:
-            row: Row[Any] | dict[str, Any] | None = self._fast.get(request_id, org_id)
-        elif self._is_pg:
+            row = self._fast.get(request_id, org_id)
+        else:
             with self._read(single=True) as conn:
                 found = conn.execute(_GET_PG if org_id is None else _GET_PG_IN_ORG, {"rid": request_id, "org": org_id})
                 first = found.one_or_none()
             row = None if first is None else dict(first._mapping)
-        else:
-            query = _GET if org_id is None else _GET_IN_ORG
-            with self._read(single=True) as conn:
-                row = conn.execute(query, {"rid": request_id, "org": org_id}).one_or_none()
-        if row is None:
-            return None
-        if isinstance(row, dict) and "queue_position" in row:  # read in the same statement
-            position = row.pop("queue_position")  # PostgreSQL's sum is a numeric: a Decimal here
-            return _record(row, None if position is None else int(position))
-        return _record(row, self._positions([row]).get(request_id))
+        return None if row is None else _positioned(row)
 
     def list(
         self,
